@@ -1,0 +1,80 @@
+"""Lightning callbacks for fitting targets: scheduled export and sample grids in TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from lab.data.datamodule import SPLIT_FILE
+
+TARGET_META = "target.json"
+
+
+def export_dir(root: str | Path, epoch: int) -> Path:
+    return Path(root) / f"epoch_{epoch:04d}"
+
+
+class ScheduledExport(pl.Callback):
+    """Export the target at chosen epochs (1-based), e.g. [1, 10, 100, 1000].
+
+    Over-training studies need the target along the way, not only at the end. Each export
+    is a folder `<dirpath>/epoch_NNNN/` in the diffusers layout plus `split.json` (the ground
+    truth) and `target.json` (epoch, step, hyper-parameters). Folders are built under a
+    temporary name and renamed into place, so an interrupted run leaves no half-written one.
+    """
+
+    def __init__(self, epochs: list[int] | None = None, dirpath: str | None = None, export_last: bool = True):
+        self.epochs = sorted(set(epochs or []))
+        if any(e < 1 for e in self.epochs):
+            raise ValueError(f"export epochs are 1-based, got {self.epochs}")
+        self.dirpath, self.export_last = dirpath, export_last
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        last = self.export_last and epoch == trainer.max_epochs
+        if (epoch in self.epochs or last) and trainer.is_global_zero:
+            self.export(trainer, pl_module, epoch)
+
+    def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> Path:
+        root = Path(self.dirpath or trainer.default_root_dir)
+        final = export_dir(root, epoch)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        pl_module.export(tmp)
+        shutil.copyfile(root / SPLIT_FILE, tmp / SPLIT_FILE)
+        loss = trainer.callback_metrics.get("train/loss_epoch")
+        meta = {
+            "target_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+            "epoch": epoch,
+            "global_step": trainer.global_step,
+            "train_loss_epoch": float(loss) if loss is not None else None,
+            "hparams": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pl_module.hparams.items()},
+        }
+        meta.update(getattr(pl_module, "export_metadata", lambda: {})())
+        (tmp / TARGET_META).write_text(json.dumps(meta, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+
+
+class SampleGrid(pl.Callback):
+    """Log a grid of DDIM samples (fixed seed, few steps) to TensorBoard every N epochs."""
+
+    def __init__(self, every_n_epochs: int = 10, num_images: int = 16, steps: int = 20, seed: int = 0):
+        self.every_n_epochs, self.num_images, self.steps, self.seed = every_n_epochs, num_images, steps, seed
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if self.every_n_epochs <= 0 or (epoch % self.every_n_epochs and epoch != trainer.max_epochs):
+            return
+        writer = getattr(trainer.logger, "experiment", None)
+        if not trainer.is_global_zero or not hasattr(writer, "add_images"):
+            return
+        images = pl_module.sample(self.num_images, steps=self.steps, seed=self.seed)
+        writer.add_images("samples", torch.from_numpy(images), global_step=epoch, dataformats="NHWC")

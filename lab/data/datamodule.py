@@ -1,0 +1,149 @@
+"""LightningDataModule that draws a membership split and serves its members for training.
+
+At fit time it writes `split.json` into the run folder (`trainer.default_root_dir`); every
+exported target carries a copy. Attacks rebuild the same data from that file alone
+(`MembershipDataModule.from_split_file`), which checks the content hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lab.data.sources import load_source, to_model_tensor
+from lab.data.split import MembershipSplit, content_hash, draw_split
+from lab.errors import LabError
+
+SPLIT_FILE = "split.json"
+
+
+class SplitDataset(Dataset):
+    """(image, row) pairs for chosen rows of the split; `row` indexes `split.ids`."""
+
+    def __init__(self, images: torch.Tensor, rows: list[int]):
+        self.images, self.rows = images, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = self.rows[i]
+        return self.images[row], row
+
+
+class MembershipDataModule(pl.LightningDataModule):
+    """Members and non-members drawn disjointly from a source, with a seed.
+
+    Args:
+        source: 'mnist' (bundled), 'digits' (sklearn, 8x8 upsampled), 'folder' or 'cifar10'.
+        root: local path for 'folder' / 'cifar10'.
+        members, nonmembers: how many of each to draw.
+        nonmember_source, nonmember_root: draw non-members from another source (dataset shift).
+        image_size, channels: what the target sees.
+        seed: the split's seed (independent of the training seed).
+        validation_fraction: share of each side in the validation half (the rest is test).
+        batch_size, num_workers: for the training loader (members only).
+        split_file: reuse an existing split instead of drawing one; the draw arguments are ignored.
+    """
+
+    def __init__(
+        self,
+        source: str = "mnist",
+        root: str | None = None,
+        members: int = 128,
+        nonmembers: int = 128,
+        nonmember_source: str | None = None,
+        nonmember_root: str | None = None,
+        image_size: int = 32,
+        channels: int = 1,
+        seed: int = 0,
+        validation_fraction: float = 0.5,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split_file: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.batch_size, self.num_workers = batch_size, num_workers
+        if split_file is not None:
+            self.split = MembershipSplit.load(split_file)
+            self.images = self._load_split_images(self.split)
+            return
+        # Load eagerly: bad input fails here, before the trainer writes anything.
+        member_raw = load_source(source, root)
+        nm_source = nonmember_source or source
+        nm_root = nonmember_root if nonmember_source else root
+        shifted = (nm_source, nm_root) != (source, root)
+        nonmember_raw = load_source(nm_source, nm_root) if shifted else member_raw
+        ids, roles, splits = draw_split(
+            member_raw.ids, nonmember_raw.ids if shifted else member_raw.ids, members, nonmembers, seed, validation_fraction
+        )
+        raw = self._raw_by_id(ids, member_raw, nonmember_raw)
+        self.split = MembershipSplit(
+            ids=ids,
+            roles=roles,
+            eval_splits=splits,
+            seed=seed,
+            sources={"member": {"name": source, "root": root}, "nonmember": {"name": nm_source, "root": nm_root}},
+            preprocess={"image_size": image_size, "channels": channels},
+            content_hash=content_hash(ids, raw),
+        )
+        self.images = to_model_tensor(raw, image_size, channels)
+
+    @classmethod
+    def from_split_file(cls, path: str | Path, batch_size: int = 64, num_workers: int = 0) -> "MembershipDataModule":
+        return cls(split_file=str(path), batch_size=batch_size, num_workers=num_workers)
+
+    @staticmethod
+    def _raw_by_id(ids, *sources):
+        by_id = {}
+        for src in sources:
+            by_id.update(zip(src.ids, src.images))
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise LabError(f"{len(missing)} examples named by the split are missing from the data, e.g. {missing[0]}")
+        return [by_id[i] for i in ids]
+
+    @classmethod
+    def _load_split_images(cls, split: MembershipSplit) -> torch.Tensor:
+        m, n = split.sources["member"], split.sources["nonmember"]
+        member_raw = load_source(m["name"], m.get("root"))
+        nonmember_raw = member_raw if (n["name"], n.get("root")) == (m["name"], m.get("root")) else load_source(n["name"], n.get("root"))
+        raw = cls._raw_by_id(split.ids, member_raw, nonmember_raw)
+        split.check_hash(content_hash(split.ids, raw))
+        return to_model_tensor(raw, split.preprocess["image_size"], split.preprocess["channels"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def dataset(self, role: str | None = None, eval_split: str | None = None) -> SplitDataset:
+        return SplitDataset(self.images, self.split.select(role, eval_split))
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer is not None:
+            self._write_split(Path(self.trainer.default_root_dir) / SPLIT_FILE)
+
+    def _write_split(self, path: Path) -> None:
+        """Write the split beside the run; refuse to mix runs with different splits in one folder."""
+        if path.exists():
+            old = MembershipSplit.load(path)
+            if (old.ids, old.roles, old.eval_splits, old.content_hash) != (
+                self.split.ids, self.split.roles, self.split.eval_splits, self.split.content_hash,
+            ):
+                raise LabError(f"{path} holds a different membership split: use another trainer.default_root_dir or remove it")
+            return
+        if self.trainer.is_global_zero:
+            self.split.save(path)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset(role="member"),
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,173 @@
+"""The membership split: the only ground truth an attack may use.
+
+Written at fit time beside the target. Each row names an example id, its role (member /
+nonmember) and its evaluation split (validation / test: thresholds and learned attacks fit
+on validation, results are reported on test). The file also records where the data came
+from, how it was preprocessed, the seed, and a content hash over the raw bytes of every
+example it names, so that an attack can refuse data that changed since training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lab.errors import LabError
+
+ROLES = ("member", "nonmember")
+EVAL_SPLITS = ("validation", "test")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class MembershipSplit:
+    """Rows of (id, role, eval split) plus the provenance needed to rebuild and check the data."""
+
+    ids: list[str]
+    roles: list[str]
+    eval_splits: list[str]
+    seed: int
+    sources: dict[str, dict] = field(default_factory=dict)  # role -> {"name": ..., "root": ...}
+    preprocess: dict = field(default_factory=dict)  # {"image_size": ..., "channels": ...}
+    content_hash: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not (len(self.ids) == len(self.roles) == len(self.eval_splits)):
+            raise LabError("split file is inconsistent: ids, roles and eval splits differ in length")
+        if bad := sorted(set(self.roles) - set(ROLES)):
+            raise LabError(f"split file has unknown roles {bad}; valid roles: {', '.join(ROLES)}")
+        if bad := sorted(set(self.eval_splits) - set(EVAL_SPLITS)):
+            raise LabError(f"split file has unknown eval splits {bad}; valid: {', '.join(EVAL_SPLITS)}")
+        if len(set(self.ids)) != len(self.ids):
+            members = {i for i, r in zip(self.ids, self.roles) if r == "member"}
+            nonmembers = {i for i, r in zip(self.ids, self.roles) if r == "nonmember"}
+            if both := members & nonmembers:
+                raise LabError(f"split file has {len(both)} ids that are both member and nonmember, e.g. {sorted(both)[0]}")
+            raise LabError("split file lists an id more than once")
+        if not self.ids:
+            raise LabError("split file names no examples")
+
+    def select(self, role: str | None = None, eval_split: str | None = None) -> list[int]:
+        """Row indices with the given role and/or eval split."""
+        return [
+            i
+            for i, (r, s) in enumerate(zip(self.roles, self.eval_splits))
+            if (role is None or r == role) and (eval_split is None or s == eval_split)
+        ]
+
+    def counts(self) -> dict[str, int]:
+        return {f"{r}/{s}": len(self.select(r, s)) for r in ROLES for s in EVAL_SPLITS}
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        rows = [{"id": i, "role": r, "split": s} for i, r, s in zip(self.ids, self.roles, self.eval_splits)]
+        for k in ("ids", "roles", "eval_splits"):
+            del d[k]
+        return {"format": "lab.membership_split", "version": FORMAT_VERSION, **d, "rows": rows}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (a temp file renamed into place): never a half-written split."""
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MembershipSplit":
+        path = Path(path)
+        if not path.is_file():
+            raise LabError(f"split file not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+            if d.get("format") != "lab.membership_split":
+                raise ValueError("not a lab membership split")
+            rows = d["rows"]
+            return cls(
+                ids=[r["id"] for r in rows],
+                roles=[r["role"] for r in rows],
+                eval_splits=[r["split"] for r in rows],
+                seed=int(d["seed"]),
+                sources=d["sources"],
+                preprocess=d["preprocess"],
+                content_hash=d["content_hash"],
+            )
+        except LabError:
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            raise LabError(f"split file {path} is not a valid membership split: {e}") from None
+
+    def check_hash(self, content_hash: str) -> None:
+        if content_hash != self.content_hash:
+            raise LabError(
+                f"the data no longer matches the split file (content hash {content_hash[:12]} != {self.content_hash[:12]}): "
+                "the source files changed since the target was trained"
+            )
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def content_hash(ids: list[str], images: list[np.ndarray]) -> str:
+    """SHA-256 over (id, shape, raw bytes) of each example, in split order."""
+    h = hashlib.sha256()
+    for i, arr in zip(ids, images):
+        h.update(i.encode())
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def draw_split(
+    member_pool: list[str],
+    nonmember_pool: list[str],
+    members: int,
+    nonmembers: int,
+    seed: int,
+    validation_fraction: float = 0.5,
+) -> tuple[list[str], list[str], list[str]]:
+    """Draw disjoint members and non-members with a seed; halve each side into validation/test.
+
+    When both pools are the same source (`member_pool is nonmember_pool` or equal lists), one
+    permutation is cut into members then non-members, so the two can never overlap.
+    Returns (ids, roles, eval_splits).
+    """
+    if members < 1 or nonmembers < 1:
+        raise LabError(f"need at least one member and one non-member, got members={members}, nonmembers={nonmembers}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise LabError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    rng = np.random.default_rng(seed)
+    same = member_pool is nonmember_pool or member_pool == nonmember_pool
+    if same:
+        if members + nonmembers > len(member_pool):
+            raise LabError(
+                f"asked for {members} members + {nonmembers} non-members but the source has only {len(member_pool)} examples"
+            )
+        order = rng.permutation(len(member_pool))
+        member_ids = [member_pool[i] for i in order[:members]]
+        nonmember_ids = [member_pool[i] for i in order[members : members + nonmembers]]
+    else:
+        if members > len(member_pool):
+            raise LabError(f"asked for {members} members but the member source has only {len(member_pool)} examples")
+        if nonmembers > len(nonmember_pool):
+            raise LabError(f"asked for {nonmembers} non-members but the non-member source has only {len(nonmember_pool)} examples")
+        member_ids = [member_pool[i] for i in rng.permutation(len(member_pool))[:members]]
+        nonmember_ids = [nonmember_pool[i] for i in rng.permutation(len(nonmember_pool))[:nonmembers]]
+    ids, roles, splits = [], [], []
+    for role, side in (("member", member_ids), ("nonmember", nonmember_ids)):
+        n_val = int(round(len(side) * validation_fraction))
+        ids += side
+        roles += [role] * len(side)
+        splits += ["validation"] * n_val + ["test"] * (len(side) - n_val)
+    return ids, roles, splits

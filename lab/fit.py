@@ -1,0 +1,64 @@
+"""`python -m lab.fit`: train a diffusion target on a membership split (LightningCLI).
+
+    python -m lab.fit --config configs/ddpm_mnist.yaml --trainer.max_epochs 50
+
+The data module's image size and channels are linked into the model, so they are set once.
+Bad input ends with a one-line `lab.fit: error: ...` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from lab.data import MembershipDataModule
+from lab.errors import LabError
+from lab.targets import PixelDDPM
+
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class FitCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.image_size", "model.init_args.image_size")
+        parser.link_arguments("data.channels", "model.init_args.channels")
+
+
+def main(args: list[str] | None = None) -> FitCLI:
+    given = sys.argv[1:] if args is None else list(args)
+    if not given or given[0] not in SUBCOMMANDS:  # `python -m lab.fit --config ...` means `fit`
+        if args is None:
+            sys.argv[1:1] = ["fit"]
+        else:
+            args = ["fit", *given]
+    try:
+        return FitCLI(
+            PixelDDPM,
+            MembershipDataModule,
+            subclass_mode_model=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except Exception as e:  # jsonargparse wraps errors raised while instantiating classes
+        cause = lab_error_in(e)
+        if cause is None:
+            raise
+        print(f"lab.fit: error: {cause}", file=sys.stderr)
+        sys.exit(2)
+
+
+def lab_error_in(e: BaseException | None) -> LabError | None:
+    """The LabError that caused `e`, if any (following __cause__ / __context__)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, LabError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Pixel-space DDPM target: a diffusers UNet2DModel trained with the epsilon objective.
+
+    L(theta) = E_{x0 ~ members, t ~ U{0..T-1}, e ~ N(0, I)} || e_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) e, t) - e ||^2
+
+What an attack needs is exported with `save_pretrained` in the `DDPMPipeline` layout
+(`unet/`, `scheduler/`, `model_index.json`), so a plain diffusers pipeline can sample from it.
+With `ema_decay` set, an exponential moving average of the weights is kept (torch's
+AveragedModel) and is what gets exported and sampled: it is the model one would release.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lab.errors import LabError
+
+
+class PixelDDPM(pl.LightningModule):
+    """DDPM on images in [-1, 1].
+
+    Args:
+        image_size, channels: input shape (linked from the data module by `lab.fit`).
+        block_out_channels: UNet widths, one per resolution level (each level halves the size).
+        layers_per_block: ResNet blocks per level.
+        attention: add self-attention at the lowest resolution.
+        norm_num_groups: GroupNorm groups (must divide every width).
+        num_train_timesteps, beta_schedule: the DDPMScheduler's noise schedule.
+        lr, weight_decay, warmup_steps: AdamW with a linear warm-up.
+        ema_decay: keep and export an EMA of the weights (None: export the raw weights).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 1,
+        block_out_channels: tuple[int, ...] = (32, 64, 64),
+        layers_per_block: int = 1,
+        attention: bool = False,
+        norm_num_groups: int = 8,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        levels = len(block_out_channels)
+        if image_size % 2 ** (levels - 1):
+            raise LabError(f"image_size {image_size} must be divisible by 2^{levels - 1} for {levels} UNet levels")
+        if any(c % norm_num_groups for c in block_out_channels):
+            raise LabError(f"norm_num_groups {norm_num_groups} must divide every width in block_out_channels {block_out_channels}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise LabError(f"ema_decay must be in (0, 1), got {ema_decay}")
+        down = ["DownBlock2D"] * levels
+        up = ["UpBlock2D"] * levels
+        if attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        self.unet = UNet2DModel(
+            sample_size=image_size,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            norm_num_groups=norm_num_groups,
+        )
+        try:
+            self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+        except NotImplementedError as e:
+            raise LabError(f"unknown beta_schedule {beta_schedule!r}: {e}") from None
+        self.ema = AveragedModel(self.unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+
+    @property
+    def target_unet(self) -> UNet2DModel:
+        """The weights an attacker gets: the EMA if kept, else the trained ones."""
+        return self.ema.module if self.ema is not None else self.unet
+
+    def diffusion_loss(self, x0: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        noisy = self.scheduler.add_noise(x0, noise, t)
+        return F.mse_loss(self.unet(noisy, t).sample, noise)
+
+    def training_step(self, batch, batch_idx):
+        x0, _ = batch
+        loss = self.diffusion_loss(x0)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.unet)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup = self.hparams.warmup_steps
+        if not warmup:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        shape = getattr(dm, "image_shape", None)
+        expected = (self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
+        if shape is not None and tuple(shape) != expected:
+            raise LabError(f"the data gives images of shape {tuple(shape)} but the target takes {expected}")
+
+    @torch.inference_mode()
+    def sample(self, num_images: int, steps: int = 20, seed: int = 0) -> np.ndarray:
+        """Deterministic DDIM samples (eta=0) from the target weights, NHWC in [0, 1]."""
+        unet = self.target_unet
+        was_training = unet.training
+        unet.eval()
+        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(self.scheduler.config))
+        pipe.set_progress_bar_config(disable=True)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        images = pipe(batch_size=num_images, generator=generator, num_inference_steps=steps, output_type="np").images
+        unet.train(was_training)
+        return images
+
+    def export(self, path: str | Path) -> None:
+        """Save the target in the DDPMPipeline layout (`unet/`, `scheduler/`, `model_index.json`)."""
+        DDPMPipeline(unet=self.target_unet, scheduler=self.scheduler).save_pretrained(str(path))

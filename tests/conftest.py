@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny images on disk and a tiny fitted target (built once per session)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "configs" / "ddpm_tiny.yaml"
+
+
+def write_image_folder(path: Path, n: int = 6, seed: int = 0) -> Path:
+    """Grayscale and RGB PNGs of two sizes, one in a sub-folder."""
+    rng = np.random.default_rng(seed)
+    (path / "sub").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        if i % 2:
+            arr = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+        else:
+            arr = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+        Image.fromarray(arr).save(path / ("sub" if i == 0 else ".") / f"img{i}.png")
+    return path
+
+
+def write_cifar_archive(path: Path, per_batch: int = 3, seed: int = 0) -> Path:
+    """A tiny archive in the cifar-10-batches-py layout (pickled dicts of 3072-byte rows)."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": [0] * per_batch}
+        with open(path / name, "wb") as f:
+            pickle.dump(batch, f)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """`python -m lab.fit --config configs/ddpm_tiny.yaml` run in-process in a temp folder."""
+    import os
+
+    from lab.fit import main
+
+    work = tmp_path_factory.mktemp("fit")
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        cli = main(["--config", str(TINY_CONFIG)])
+    finally:
+        os.chdir(old)
+    return work / "checkpoints" / "ddpm_tiny", cli
