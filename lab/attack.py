@@ -1,0 +1,180 @@
+"""`python -m lab.attack`: run membership-inference attacks on targets and report.
+
+    python -m lab.attack --config configs/attack/core.yaml --target checkpoints/ddpm_mnist/epoch_0100
+    python -m lab.attack --target checkpoints/ddpm_mnist --attacks '[loss, pia]'   # every exported epoch
+
+`--target` is a diffusers pipeline folder, or a run folder holding several; ground truth comes
+from the split file beside each target (or `--split FILE`). Writes into `--out` (default:
+`<target>/attacks/`): `scores.csv` (one row per attack and example), `metrics.csv`, ROC and
+histogram plots, and TensorBoard logs; prints a summary. Tables are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+from sklearn.model_selection import StratifiedKFold
+from torch.utils.data import DataLoader
+
+from lab.attacks import ATTACKS, Attack
+from lab.data import MembershipDataModule
+from lab.errors import LabError
+from lab.fit import lab_error_in
+from lab.report import metrics_table, write_csv_atomic, write_report
+from lab.targets.load import Target, load_target, target_folders
+
+
+def make_attacks(spec: dict | list) -> dict[str, Attack]:
+    """`{name: settings}` (or a list of names) -> attacks. A key may carry a label: 'pia/t100'."""
+    spec = {name: {} for name in spec} if isinstance(spec, list) else spec
+    attacks = {}
+    for key, settings in spec.items():
+        name = key.split("/")[0]
+        if name not in ATTACKS:
+            raise LabError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
+        try:
+            attacks[key] = ATTACKS[name](**(settings or {}))
+        except TypeError as e:
+            raise LabError(f"attack {key!r}: {e}") from None
+    if not attacks:
+        raise LabError("no attacks given")
+    return attacks
+
+
+def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float]:
+    """Rows, values, denoiser calls per example and examples/s of one attack over the loader."""
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False, **trainer_kwargs
+    )
+    start = time.perf_counter()
+    outputs = trainer.predict(attack, loader)
+    seconds = time.perf_counter() - start
+    rows = torch.cat([o["rows"] for o in outputs]).numpy()
+    values = torch.cat([o["values"] for o in outputs])
+    calls = sum(o["calls"] * len(o["rows"]) for o in outputs) / len(rows)
+    return rows, values, calls, len(rows) / seconds
+
+
+def learned_scores(attack: Attack, values: torch.Tensor, rows: np.ndarray, target: Target) -> np.ndarray:
+    """Fit on validation rows only. Validation gets out-of-fold scores; test gets the full fit's."""
+    split = target.split
+    is_val = np.array([split.eval_splits[r] == "validation" for r in rows])
+    member = torch.tensor([split.roles[r] == "member" for r in rows])
+    val_idx, test_idx = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+    scores = np.empty(len(rows))
+    folds = min(5, int(member[val_idx].sum()), int((~member[val_idx]).sum()))
+    if folds < 2:
+        raise LabError(f"{type(attack).__name__} needs at least 2 members and 2 non-members in the validation split")
+    for fit_i, held_i in StratifiedKFold(folds, shuffle=True, random_state=attack.seed).split(val_idx, member[val_idx]):
+        attack.fit(values[val_idx[fit_i]], member[val_idx[fit_i]])
+        scores[val_idx[held_i]] = attack.decision(values[val_idx[held_i]]).numpy()
+    attack.fit(values[val_idx], member[val_idx])
+    scores[test_idx] = attack.decision(values[test_idx]).numpy()
+    return scores
+
+
+def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None) -> pd.DataFrame:
+    """The scores table of every attack on one target: one row per (attack, example)."""
+    data = MembershipDataModule.from_split_file(target.split_path)
+    loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
+    frames = []
+    for key, attack in attacks.items():
+        rows, values, calls, speed = predict(attack.bind(target), loader, trainer_kwargs or {})
+        if sorted(rows.tolist()) != list(range(len(target.split.ids))):
+            raise LabError(f"{key}: the attack did not score every example exactly once")
+        scores = learned_scores(attack, values, rows, target) if attack.learned else values.numpy().astype(np.float64)
+        if not np.isfinite(scores).all():
+            bad = int((~np.isfinite(scores)).sum())
+            raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path}: the target or the data is broken")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "attack": key,
+                    "id": [target.split.ids[r] for r in rows],
+                    "role": [target.split.roles[r] for r in rows],
+                    "split": [target.split.eval_splits[r] for r in rows],
+                    "score": scores,
+                    "target": target.path.name,
+                    "epoch": target.epoch,
+                    "calls_per_example": calls,
+                    "examples_per_s": speed,
+                    "settings": json.dumps(attack.settings(), sort_keys=True, default=str),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def run(
+    target: str,
+    attacks: dict | list,
+    split: str | None = None,
+    out: str | None = None,
+    batch_size: int = 64,
+    bootstrap: int = 200,
+    trainer: dict | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    """Attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`."""
+    folders = target_folders(target)
+    targets = [load_target(f, split) for f in folders]  # all checked before any work
+    built = make_attacks(attacks)
+    scores = pd.concat([score_target(t, built, batch_size, trainer) for t in targets], ignore_index=True)
+    table = metrics_table(scores, bootstrap=bootstrap)
+    out_dir = Path(out) if out else Path(target) / "attacks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(scores, out_dir / "scores.csv")
+    write_csv_atomic(table, out_dir / "metrics.csv")
+    write_report(scores, table, out_dir)
+    return scores, table, out_dir
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    cols = {
+        "attack": "attack", "epoch": "epoch", "auc": "AUC", "auc_lo": "AUC lo", "auc_hi": "AUC hi",
+        "tpr@0.01fpr": "TPR@1%", "two_stage@0.01_test_tpr": "2-stage TPR@1%", "two_stage@0.01_test_fpr": "2-stage FPR",
+        "calls_per_example": "calls",
+    }
+    return table[list(cols)].rename(columns=cols).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m lab.attack", description="Run membership-inference attacks on diffusion targets.")
+    p.add_argument("--config", action=ActionConfigFile, help="YAML with any of the options below")
+    p.add_argument("--target", type=str, required=True, help="pipeline folder, or a run folder of them")
+    p.add_argument("--split", type=Optional[str], default=None, help="split file (default: split.json beside the target)")
+    p.add_argument(
+        "--attacks", type=Union[dict[str, Optional[dict]], list[str]], default=["loss", "pia"],
+        help=f"attack names, or {{name: settings}}; names: {', '.join(ATTACKS)}",
+    )
+    p.add_argument("--out", type=Optional[str], default=None, help="output folder (default: <target>/attacks)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--trainer", type=dict, default={}, help="Trainer arguments, e.g. {accelerator: gpu, devices: 1}")
+    return p
+
+
+def main(args: list[str] | None = None) -> None:
+    cfg = build_parser().parse_args(args)
+    try:
+        _, table, out = run(cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer)
+    except Exception as e:
+        cause = lab_error_in(e)
+        if cause is None:
+            raise
+        print(f"lab.attack: error: {cause}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary(table))
+    print(f"\nscores, metrics and plots: {out}/  TensorBoard: tensorboard --logdir {out}/tensorboard")
+
+
+if __name__ == "__main__":
+    main()

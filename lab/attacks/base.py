@@ -1,0 +1,104 @@
+"""The attack base class: a LightningModule holding a frozen target.
+
+`trainer.predict(attack, loader)` maps each batch of (images, split rows) to one score per
+example (higher = more likely a member) and the number of denoiser calls each example cost,
+so device, precision and strategy come from the Trainer. Randomness is drawn per example from
+(seed, split row), so scores do not depend on batch size, order or the number of processes.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from lab.targets.load import Target
+
+
+class Attack(pl.LightningModule):
+    """Subclasses implement `score(x0, rows)`; learned attacks subclass `LearnedAttack`."""
+
+    learned = False
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+        self.unet = None
+        self._calls = 0
+
+    def settings(self) -> dict:
+        """The attack's hyper-parameters, as written into the scores table."""
+        return dict(self.hparams)
+
+    def bind(self, target: Target) -> "Attack":
+        """Attach a frozen target (its denoiser and noise schedule)."""
+        self.unet = target.unet.eval().requires_grad_(False)
+        self.num_train_timesteps = int(target.scheduler.config.num_train_timesteps)
+        self.register_buffer("alphas_cumprod", target.scheduler.alphas_cumprod.detach().clone().float(), persistent=False)
+        self.check_timesteps()
+        return self
+
+    def check_timesteps(self) -> None:
+        """Raise LabError for timesteps the target's schedule lacks."""
+
+    # --- building blocks -------------------------------------------------------------------
+
+    def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """One batched denoiser call eps_theta(x_t, t); counted once per example."""
+        self._calls += x_t.shape[0]
+        if not torch.is_tensor(t):
+            t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+        return self.unet(x_t, t).sample
+
+    def abar(self, t: int | torch.Tensor) -> torch.Tensor:
+        return self.alphas_cumprod[t]
+
+    def q_sample(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
+        a = self.abar(t)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def ddim_step(self, x: torch.Tensor, t_from: int, t_to: int, eps: torch.Tensor) -> torch.Tensor:
+        """Deterministic DDIM move (eta = 0) from t_from to t_to, up (inversion) or down."""
+        a_from, a_to = self.abar(t_from), self.abar(t_to)
+        x0_pred = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+        return a_to.sqrt() * x0_pred + (1 - a_to).sqrt() * eps
+
+    def noise(self, x0: torch.Tensor, rows: torch.Tensor, draw: int = 0) -> torch.Tensor:
+        """Gaussian noise for each example, seeded by (attack seed, split row, draw index)."""
+        out = torch.empty_like(x0, device="cpu")
+        for i, row in enumerate(rows.tolist()):
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, row, draw]).generate_state(1)[0]))
+            out[i] = torch.randn(x0.shape[1:], generator=g)
+        return out.to(x0.device, x0.dtype)
+
+    # --- Lightning ---------------------------------------------------------------------------
+
+    def score(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict_step(self, batch, batch_idx: int = 0) -> dict:
+        x0, rows = batch
+        self._calls = 0
+        values = self.features(x0, rows) if self.learned else self.score(x0, rows)
+        return {"rows": rows.cpu(), "values": values.float().cpu(), "calls": self._calls / x0.shape[0]}
+
+
+class LearnedAttack(Attack):
+    """An attack whose final score comes from a model fit on validation-split features only.
+
+    `features` runs on the target; `fit(features, is_member)` sees validation rows only;
+    `decision(features)` scores any rows. The runner gives validation rows out-of-fold scores
+    (cross-fitting) so thresholds picked on validation are not fit on their own labels.
+    """
+
+    learned = True
+
+    def features(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit(self, features: torch.Tensor, is_member: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def decision(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

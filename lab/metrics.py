@@ -1,0 +1,87 @@
+"""Membership-inference metrics from raw scores (higher = member), with scikit-learn.
+
+scikit-learn's ROC functions work on raw scores; torchmetrics' binary ROC/AUROC squash scores
+outside [0, 1] through a sigmoid, which changes nothing for AUC in theory but saturates in
+float32 and ties distinct scores (seen here: AUC 0.5 instead of 0.75), so it is not used.
+
+- AUC; TPR at 0.1% / 1% / 5% FPR (the largest TPR whose FPR <= the target, on the ROC curve);
+  NaN where there are too few non-members for that FPR (the smallest FPR is 1 / N).
+- best accuracy: max over thresholds of the balanced accuracy 1 - (FPR + FNR) / 2.
+- two-stage (copymark-2410.03640): pick the threshold on validation at FPR <= alpha, apply it
+  to test, report the TPR and the FPR test actually gets.
+- bootstrap: percentile confidence intervals from resampling members and non-members.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+FPRS = (0.001, 0.01, 0.05)
+
+
+def _check(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores, is_member = np.asarray(scores, dtype=np.float64), np.asarray(is_member, dtype=bool)
+    if scores.shape != is_member.shape or scores.ndim != 1:
+        raise ValueError("scores and labels must be 1-D and of the same length")
+    if is_member.all() or not is_member.any():
+        raise ValueError("metrics need both members and non-members")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf")
+    return scores, is_member
+
+
+def tpr_at_fpr(scores, is_member, fpr_target: float) -> float:
+    scores, is_member = _check(scores, is_member)
+    if (~is_member).sum() * fpr_target < 1:
+        return float("nan")  # FPR this low cannot be measured with so few non-members
+    fpr, tpr, _ = roc_curve(is_member, scores)
+    return float(tpr[fpr <= fpr_target].max())
+
+
+def best_accuracy(scores, is_member) -> float:
+    scores, is_member = _check(scores, is_member)
+    fpr, tpr, _ = roc_curve(is_member, scores)
+    return float(np.max(1 - (fpr + (1 - tpr)) / 2))
+
+
+def summary(scores, is_member) -> dict[str, float]:
+    scores, is_member = _check(scores, is_member)
+    out = {"auc": float(roc_auc_score(is_member, scores)), "best_acc": best_accuracy(scores, is_member)}
+    for f in FPRS:
+        out[f"tpr@{f:g}fpr"] = tpr_at_fpr(scores, is_member, f)
+    return out
+
+
+def threshold_at_fpr(scores, is_member, fpr_target: float) -> float:
+    """The lowest threshold whose FPR (score >= threshold) stays <= fpr_target."""
+    scores, is_member = _check(scores, is_member)
+    fpr, _, thresholds = roc_curve(is_member, scores)
+    return float(thresholds[fpr <= fpr_target].min())
+
+
+def two_stage(val_scores, val_member, test_scores, test_member, fpr_target: float) -> dict[str, float]:
+    thr = threshold_at_fpr(val_scores, val_member, fpr_target)
+    test_scores, test_member = _check(test_scores, test_member)
+    predicted = test_scores >= thr
+    return {
+        "threshold": thr,
+        "test_tpr": float(predicted[test_member].mean()),
+        "test_fpr": float(predicted[~test_member].mean()),
+    }
+
+
+def bootstrap_ci(scores, is_member, metric, n: int = 200, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of `metric(scores, is_member)` over stratified resamples."""
+    scores, is_member = _check(scores, is_member)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(is_member), np.flatnonzero(~is_member)
+    values = []
+    for _ in range(n):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        values.append(metric(scores[idx], is_member[idx]))
+    values = np.asarray(values)
+    if np.isnan(values).all():
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)

@@ -1,0 +1,100 @@
+"""Turn a scores table into metrics, plots and TensorBoard entries. Reads the table only."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from lab import metrics  # noqa: E402
+
+GROUP = ["attack", "target", "epoch"]
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def metrics_table(scores: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> pd.DataFrame:
+    """One row per (attack, target, epoch): test-split metrics, CIs, validation AUC, two-stage."""
+    rows = []
+    for key, g in scores.groupby(GROUP, sort=False, dropna=False):
+        test, val = g[g.split == "test"], g[g.split == "validation"]
+        s, m = test.score.to_numpy(), (test.role == "member").to_numpy()
+        row = dict(zip(GROUP, key))
+        row.update(n_members=int(m.sum()), n_nonmembers=int((~m).sum()))
+        row.update(metrics.summary(s, m))
+        row["auc_lo"], row["auc_hi"] = metrics.bootstrap_ci(s, m, lambda a, b: metrics.summary(a, b)["auc"], bootstrap, seed=seed)
+        row["tpr@0.01fpr_lo"], row["tpr@0.01fpr_hi"] = metrics.bootstrap_ci(
+            s, m, lambda a, b: metrics.tpr_at_fpr(a, b, 0.01), bootstrap, seed=seed
+        )
+        vs, vm = val.score.to_numpy(), (val.role == "member").to_numpy()
+        row["val_auc"] = metrics.summary(vs, vm)["auc"]
+        for f in (0.01, 0.001):
+            ts = metrics.two_stage(vs, vm, s, m, f)
+            row[f"two_stage@{f:g}_test_tpr"], row[f"two_stage@{f:g}_test_fpr"] = ts["test_tpr"], ts["test_fpr"]
+        row["calls_per_example"] = float(g.calls_per_example.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def roc_figure(scores: pd.DataFrame, title: str):
+    """ROC curves of the test split on log-log axes, with the chance diagonal."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for attack, g in scores[scores.split == "test"].groupby("attack", sort=False):
+        fpr, tpr, _ = roc_curve(g.role == "member", g.score)
+        ax.plot(fpr, tpr, label=attack)
+    floor = 1 / max(2, (scores[scores.split == "test"].role == "nonmember").sum())
+    ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1), xlabel="FPR", ylabel="TPR", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(g: pd.DataFrame, title: str):
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    bins = np.histogram_bin_edges(g.score, bins=30)
+    for role in ("member", "nonmember"):
+        ax.hist(g[g.role == role].score, bins=bins, alpha=0.6, label=role)
+    ax.set(xlabel="score (higher = member)", ylabel="examples", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(scores: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
+    """Plots per target folder and TensorBoard scalars/figures/PR curves under out/tensorboard."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tensorboard"))
+    for (target, epoch), g in scores.groupby(["target", "epoch"], sort=False, dropna=False):
+        step = int(epoch) if pd.notna(epoch) else 0
+        fig = roc_figure(g, f"{target} (test split)")
+        fig.savefig(out / f"roc_{target}.png", dpi=120)
+        writer.add_figure("roc", fig, global_step=step)
+        for attack, ga in g.groupby("attack", sort=False):
+            fig = histogram_figure(ga, f"{attack} on {target}")
+            fig.savefig(out / f"hist_{target}_{attack.replace('/', '-')}.png", dpi=120)
+            plt.close(fig)
+            test = ga[ga.split == "test"]
+            ranks = test.score.rank(pct=True).to_numpy()  # PR curve wants [0, 1]: rank-normalise
+            writer.add_pr_curve(f"{attack}/pr", (test.role == "member").to_numpy(), ranks, global_step=step)
+    for _, row in table.iterrows():
+        step = int(row.epoch) if pd.notna(row.epoch) else 0
+        for k in ("auc", "tpr@0.01fpr", "tpr@0.001fpr", "best_acc", "two_stage@0.01_test_tpr", "two_stage@0.01_test_fpr"):
+            if pd.notna(row[k]):
+                writer.add_scalar(f"{row.attack}/{k}", row[k], global_step=step)
+    writer.close()

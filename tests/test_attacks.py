@@ -1,0 +1,152 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lab import metrics
+from lab.attack import main, make_attacks, run, score_target
+from lab.attacks import ATTACKS, SecMINN
+from lab.errors import LabError
+from lab.targets.load import load_target
+
+# (settings, denoiser calls per example) for each attack
+COSTS = {
+    "loss": ({"timesteps": [10, 50], "num_noise": 2}, 4),
+    "multistep_loss": ({"grid_step": 50, "truncation": 100}, 3),
+    "pia": ({}, 2),
+    "pian": ({}, 2),
+    "secmi_stat": ({}, 11),
+    "secmi_nn": ({"epochs": 5}, 11),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tiny_run):
+    run_dir, _ = tiny_run
+    return load_target(run_dir / "epoch_0002")
+
+
+def test_every_attack_is_registered_and_costed():
+    assert set(COSTS) == set(ATTACKS)
+
+
+@pytest.mark.parametrize("name", list(COSTS))
+def test_one_finite_score_per_example_at_the_documented_cost(tiny_target, name):
+    settings, calls = COSTS[name]
+    table = score_target(tiny_target, make_attacks({name: settings}), batch_size=16)
+    assert len(table) == len(tiny_target.split.ids) == table.id.nunique()
+    assert np.isfinite(table.score).all()
+    assert (table.calls_per_example == calls).all()
+    assert set(table.role) == {"member", "nonmember"} and set(table.split) == {"validation", "test"}
+
+
+@pytest.mark.parametrize("name", ["loss", "pia", "secmi_stat"])
+def test_scores_are_deterministic_and_batch_size_free(tiny_target, name):
+    a = score_target(tiny_target, make_attacks([name]), batch_size=64)
+    b = score_target(tiny_target, make_attacks([name]), batch_size=5)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-7)
+
+
+def test_loss_and_pia_find_members_of_an_overfitted_target(overfit_target):
+    table = score_target(load_target(overfit_target), make_attacks(["loss", "pia"]))
+    for attack, g in table.groupby("attack"):
+        auc = metrics.summary(g.score.to_numpy(), (g.role == "member").to_numpy())["auc"]
+        assert auc > 0.7, f"{attack} AUC {auc:.3f} on a target over-fitted to 16 members"
+
+
+def test_learned_attack_fits_on_validation_features_only(tiny_target, monkeypatch):
+    seen = []
+    original = SecMINN.fit
+
+    def spy(self, features, is_member):
+        seen.append(features.clone())
+        return original(self, features, is_member)
+
+    monkeypatch.setattr(SecMINN, "fit", spy)
+    table = score_target(tiny_target, make_attacks({"secmi_nn": {"epochs": 2}}))
+    attack = make_attacks({"secmi_nn": {}})["secmi_nn"].bind(tiny_target)
+    data_rows = {r: i for i, r in enumerate(tiny_target.split.ids)}
+    from lab.data import MembershipDataModule
+
+    dm = MembershipDataModule.from_split_file(tiny_target.split_path)
+    x, rows = zip(*[dm.dataset()[i] for i in range(len(dm.split.ids))])
+    with torch.inference_mode():
+        feats = attack.features(torch.stack(x), torch.tensor(rows))
+    val_rows = set(tiny_target.split.select(eval_split="validation"))
+    fitted = torch.cat(seen)
+    for f in fitted:  # every fitted feature map is a validation example's
+        match = [r for r in range(len(feats)) if torch.allclose(feats[r], f, atol=1e-6)]
+        assert match and all(r in val_rows for r in match)
+    assert len(seen[-1]) == len(val_rows)  # the final fit used the whole validation split
+    assert len(table) == len(data_rows)
+
+
+def test_cli_writes_tables_plots_and_tensorboard(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    out = tmp_path / "out"
+    main(["--target", str(run_dir), "--attacks", "[pia, loss]", "--out", str(out), "--bootstrap", "20"])
+    scores = pd.read_csv(out / "scores.csv")
+    table = pd.read_csv(out / "metrics.csv")
+    assert len(scores) == 2 * 2 * 64  # 2 attacks x 2 exported epochs x 64 examples
+    assert not scores.duplicated(["attack", "target", "id"]).any()
+    assert set(scores.epoch) == {1, 2} and len(table) == 4
+    assert {"auc", "auc_lo", "auc_hi", "tpr@0.01fpr", "two_stage@0.01_test_tpr", "val_auc"} <= set(table.columns)
+    assert (out / "roc_epoch_0002.png").is_file() and (out / "hist_epoch_0001_pia.png").is_file()
+    assert any((out / "tensorboard").iterdir())
+    assert "AUC" in capsys.readouterr().out
+
+
+def copy_target(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    return shutil.copytree(run_dir / "epoch_0001", tmp_path / "target")
+
+
+def edit_split(target, change):
+    d = json.loads((target / "split.json").read_text())
+    change(d)
+    (target / "split.json").write_text(json.dumps(d))
+
+
+def test_bad_input_is_a_clear_error_and_leaves_no_table(tiny_run, tmp_path, capsys):
+    target = copy_target(tiny_run, tmp_path)
+    cases = [
+        (lambda: (target / "split.json").unlink(), "no membership split for target"),
+        (lambda: edit_split(target, lambda d: d.update(content_hash="0" * 64)), "no longer matches the split file"),
+        (lambda: edit_split(target, lambda d: d["rows"][-1].update(id=d["rows"][0]["id"])), "both member and nonmember"),
+        (lambda: edit_split(target, lambda d: d["preprocess"].update(image_size=8)), "shape (1, 8, 8) but the target"),
+    ]
+    for breaks, message in cases:
+        shutil.rmtree(target)
+        copy_target(tiny_run, tmp_path)
+        breaks()
+        with pytest.raises(SystemExit):
+            main(["--target", str(target), "--attacks", "[pia]", "--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "out" / "scores.csv").exists()
+
+
+def test_unknown_attack_and_bad_settings(tiny_target):
+    with pytest.raises(LabError, match="unknown attack 'pai'; valid attacks: loss, multistep_loss, pia, pian"):
+        make_attacks(["pai"])
+    with pytest.raises(LabError, match="unexpected keyword argument 'tstep'"):
+        make_attacks({"pia": {"tstep": 3}})
+    with pytest.raises(LabError, match=r"timesteps \[5000\] are outside"):
+        make_attacks({"pia": {"timestep": 5000}})["pia"].bind(tiny_target)
+    with pytest.raises(LabError, match="unknown statistic"):
+        make_attacks({"multistep_loss": {"statistic": "mode"}})
+
+
+def test_nan_scores_are_refused(tiny_run, tmp_path):
+    target = load_target(copy_target(tiny_run, tmp_path))
+    with torch.no_grad():
+        target.unet.conv_out.weight.fill_(float("nan"))
+    with pytest.raises(LabError, match="NaN/inf scores"):
+        score_target(target, make_attacks(["pia"]))
+
+
+def test_run_on_a_folder_without_pipelines(tmp_path):
+    with pytest.raises(LabError, match="no diffusers pipeline folder"):
+        run(str(tmp_path), ["pia"])

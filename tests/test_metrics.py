@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from lab import metrics
+
+
+def test_hand_checked_auc_accuracy_and_tpr():
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    member = np.array([0, 0, 1, 1], bool)
+    s = metrics.summary(scores, member)
+    assert s["auc"] == pytest.approx(0.75)  # 3 of 4 member/non-member pairs ordered right
+    assert s["best_acc"] == pytest.approx(0.75)  # threshold 0.8: TPR 0.5, FPR 0
+    assert np.isnan(s["tpr@0.01fpr"])  # 2 non-members cannot measure a 1% FPR
+
+
+def test_tpr_at_fpr_on_a_known_ranking():
+    # 200 non-members scored 0..199, members 100 scored 197.5 + i: 2 non-members beat member 0.
+    non = np.arange(200.0)
+    mem = 197.5 + np.arange(100.0)
+    scores, member = np.concatenate([non, mem]), np.r_[np.zeros(200, bool), np.ones(100, bool)]
+    assert metrics.tpr_at_fpr(scores, member, 0.01) == pytest.approx(1.0)  # FPR 2/200 = 1% allowed
+    assert metrics.tpr_at_fpr(scores, member, 0.005) == pytest.approx(0.99)  # 1/200: member 0 lost
+    assert np.isnan(metrics.tpr_at_fpr(scores, member, 0.001))
+
+
+def test_two_stage_threshold_transfer():
+    rng = np.random.default_rng(0)
+    n = 20000
+    val = np.r_[rng.normal(1, 1, n), rng.normal(0, 1, n)]
+    label = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    same = metrics.two_stage(val, label, np.r_[rng.normal(1, 1, n), rng.normal(0, 1, n)], label, 0.01)
+    assert same["test_fpr"] == pytest.approx(0.01, abs=0.003)
+    assert same["test_tpr"] == pytest.approx(0.092, abs=0.02)  # 1 - Phi(2.326 - 1), tail noise ~0.005
+    shifted = metrics.two_stage(val, label, np.r_[rng.normal(1.5, 1, n), rng.normal(0.5, 1, n)], label, 0.01)
+    assert shifted["test_fpr"] > 0.03  # a threshold from one split does not transfer to a shifted one
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(1)
+    scores = np.r_[rng.normal(0.5, 1, 300), rng.normal(0, 1, 300)]
+    member = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+    auc = metrics.summary(scores, member)["auc"]
+    lo, hi = metrics.bootstrap_ci(scores, member, lambda s, m: metrics.summary(s, m)["auc"], n=100)
+    assert lo < auc < hi and hi - lo < 0.15
+
+
+def test_bad_scores_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.summary(np.array([0.1, np.nan]), np.array([True, False]))
+    with pytest.raises(ValueError, match="both members and non-members"):
+        metrics.summary(np.array([0.1, 0.2]), np.array([True, True]))
