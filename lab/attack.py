@@ -12,6 +12,7 @@ histogram plots, and TensorBoard logs; prints a summary. Tables are written atom
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -164,6 +165,7 @@ def build_parser() -> ArgumentParser:
 
 def main(args: list[str] | None = None) -> None:
     cfg = build_parser().parse_args(args)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per attack: keep it quiet
     try:
         _, table, out = run(cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer)
     except Exception as e:

@@ -150,3 +150,17 @@ def test_nan_scores_are_refused(tiny_run, tmp_path):
 def test_run_on_a_folder_without_pipelines(tmp_path):
     with pytest.raises(LabError, match="no diffusers pipeline folder"):
         run(str(tmp_path), ["pia"])
+
+
+def test_a_pretrained_ddpm_pipeline_folder_with_a_given_split(tiny_run, tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    run_dir, _ = tiny_run
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, norm_num_groups=4)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "pretrained")
+    with pytest.raises(LabError, match="no membership split"):
+        run(str(tmp_path / "pretrained"), ["pia"])
+    scores, table, out = run(str(tmp_path / "pretrained"), ["pia"], split=str(run_dir / "split.json"), bootstrap=5)
+    assert len(scores) == 64 and scores.epoch.isna().all() and (out / "metrics.csv").is_file()

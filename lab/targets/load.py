@@ -70,7 +70,7 @@ def load_target(path: str | Path, split_file: str | Path | None = None) -> Targe
     split = MembershipSplit.load(split_path)
     diffusers_logging.disable_progress_bar()
     try:
-        pipe = DDPMPipeline.from_pretrained(path, use_safetensors=True)
+        pipe = DDPMPipeline.from_pretrained(path, use_safetensors=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, EnvironmentError) as e:
         raise LabError(f"cannot load the diffusers pipeline in {path}: {e}") from None
     meta_path = path / "target.json"
