@@ -28,8 +28,7 @@ from torch.utils.data import DataLoader
 
 from lab.attacks import ATTACKS, Attack
 from lab.data import MembershipDataModule
-from lab.errors import LabError
-from lab.fit import lab_error_in
+from lab.errors import LabError, lab_error_in
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.targets.load import Target, load_target, target_folders
 

@@ -1,5 +1,16 @@
-"""The one exception the lab raises for bad input: the CLIs print it as a one-line error."""
+"""The one exception the lab raises for bad input; the CLIs print it as a one-line error."""
 
 
 class LabError(Exception):
     """A user-facing error: bad config, bad data, a split that does not match its data."""
+
+
+def lab_error_in(e: BaseException | None) -> LabError | None:
+    """The LabError that caused `e`, if any (following __cause__ / __context__)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, LabError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

@@ -13,7 +13,7 @@ import sys
 from lightning.pytorch.cli import LightningCLI
 
 from lab.data import MembershipDataModule
-from lab.errors import LabError
+from lab.errors import lab_error_in
 from lab.targets import PixelDDPM
 
 
@@ -48,16 +48,6 @@ def main(args: list[str] | None = None) -> FitCLI:
         print(f"lab.fit: error: {cause}", file=sys.stderr)
         sys.exit(2)
 
-
-def lab_error_in(e: BaseException | None) -> LabError | None:
-    """The LabError that caused `e`, if any (following __cause__ / __context__)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, LabError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
 
 
 if __name__ == "__main__":
