@@ -55,7 +55,6 @@ class ScheduledExport(pl.Callback):
             "train_loss_epoch": float(loss) if loss is not None else None,
             "hparams": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pl_module.hparams.items()},
         }
-        meta.update(getattr(pl_module, "export_metadata", lambda: {})())
         (tmp / TARGET_META).write_text(json.dumps(meta, indent=1))
         if final.exists():
             shutil.rmtree(final)

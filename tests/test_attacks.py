@@ -68,7 +68,6 @@ def test_learned_attack_fits_on_validation_features_only(tiny_target, monkeypatc
     monkeypatch.setattr(SecMINN, "fit", spy)
     table = score_target(tiny_target, make_attacks({"secmi_nn": {"epochs": 2}}))
     attack = make_attacks({"secmi_nn": {}})["secmi_nn"].bind(tiny_target)
-    data_rows = {r: i for i, r in enumerate(tiny_target.split.ids)}
     from lab.data import MembershipDataModule
 
     dm = MembershipDataModule.from_split_file(tiny_target.split_path)
@@ -81,7 +80,7 @@ def test_learned_attack_fits_on_validation_features_only(tiny_target, monkeypatc
         match = [r for r in range(len(feats)) if torch.allclose(feats[r], f, atol=1e-6)]
         assert match and all(r in val_rows for r in match)
     assert len(seen[-1]) == len(val_rows)  # the final fit used the whole validation split
-    assert len(table) == len(data_rows)
+    assert len(table) == len(tiny_target.split.ids)
 
 
 def test_cli_writes_tables_plots_and_tensorboard(tiny_run, tmp_path, capsys):

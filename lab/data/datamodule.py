@@ -13,11 +13,17 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lab.data.sources import load_source, to_model_tensor
+from lab.data.sources import RawImages, load_source, to_model_tensor
 from lab.data.split import MembershipSplit, content_hash, draw_split
 from lab.errors import LabError
 
 SPLIT_FILE = "split.json"
+
+
+def load_member_and_nonmember_sources(member: tuple[str, str | None], nonmember: tuple[str, str | None]) -> tuple[RawImages, RawImages]:
+    """Each (name, root) loaded once: the same object for both when there is no dataset shift."""
+    member_raw = load_source(*member)
+    return member_raw, (member_raw if nonmember == member else load_source(*nonmember))
 
 
 class SplitDataset(Dataset):
@@ -73,14 +79,10 @@ class MembershipDataModule(pl.LightningDataModule):
             self.images = self._load_split_images(self.split)
             return
         # Load eagerly: bad input fails here, before the trainer writes anything.
-        member_raw = load_source(source, root)
         nm_source = nonmember_source or source
         nm_root = nonmember_root if nonmember_source else root
-        shifted = (nm_source, nm_root) != (source, root)
-        nonmember_raw = load_source(nm_source, nm_root) if shifted else member_raw
-        ids, roles, splits = draw_split(
-            member_raw.ids, nonmember_raw.ids if shifted else member_raw.ids, members, nonmembers, seed, validation_fraction
-        )
+        member_raw, nonmember_raw = load_member_and_nonmember_sources((source, root), (nm_source, nm_root))
+        ids, roles, splits = draw_split(member_raw.ids, nonmember_raw.ids, members, nonmembers, seed, validation_fraction)
         raw = self._raw_by_id(ids, member_raw, nonmember_raw)
         self.split = MembershipSplit(
             ids=ids,
@@ -110,9 +112,7 @@ class MembershipDataModule(pl.LightningDataModule):
     @classmethod
     def _load_split_images(cls, split: MembershipSplit) -> torch.Tensor:
         m, n = split.sources["member"], split.sources["nonmember"]
-        member_raw = load_source(m["name"], m.get("root"))
-        nonmember_raw = member_raw if (n["name"], n.get("root")) == (m["name"], m.get("root")) else load_source(n["name"], n.get("root"))
-        raw = cls._raw_by_id(split.ids, member_raw, nonmember_raw)
+        raw = cls._raw_by_id(split.ids, *load_member_and_nonmember_sources((m["name"], m.get("root")), (n["name"], n.get("root"))))
         split.check_hash(content_hash(split.ids, raw))
         return to_model_tensor(raw, split.preprocess["image_size"], split.preprocess["channels"])
 
