@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,10 @@ TARGET_META = "target.json"
 
 def export_dir(root: str | Path, epoch: int) -> Path:
     return Path(root) / f"epoch_{epoch:04d}"
+
+
+def _jsonable(value):
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
 
 
 class ScheduledExport(pl.Callback):
@@ -53,8 +58,11 @@ class ScheduledExport(pl.Callback):
             "epoch": epoch,
             "global_step": trainer.global_step,
             "train_loss_epoch": float(loss) if loss is not None else None,
-            "hparams": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pl_module.hparams.items()},
+            "hparams": json.loads(json.dumps(dict(pl_module.hparams), default=_jsonable)),
         }
+        report = getattr(pl_module, "privacy_report", lambda: None)()
+        if report is not None:
+            meta["privacy"] = report
         (tmp / TARGET_META).write_text(json.dumps(meta, indent=1))
         if final.exists():
             shutil.rmtree(final)

@@ -37,21 +37,24 @@ def write_cifar_archive(path: Path, per_batch: int = 3, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """`python -m lab.fit --config configs/ddpm_tiny.yaml` run in-process in a temp folder."""
+def fit_tiny(work: Path, *overrides: str):
+    """`python -m lab.fit --config configs/ddpm_tiny.yaml [overrides]` run in-process in `work`."""
     import os
 
     from lab.fit import main
 
-    work = tmp_path_factory.mktemp("fit")
     old = os.getcwd()
     os.chdir(work)
     try:
-        cli = main(["--config", str(TINY_CONFIG)])
+        cli = main(["--config", str(TINY_CONFIG), *overrides])
     finally:
         os.chdir(old)
     return work / "checkpoints" / "ddpm_tiny", cli
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    return fit_tiny(tmp_path_factory.mktemp("fit"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, Dataset
 
 from lab.data.sources import RawImages, load_source, to_model_tensor
@@ -74,6 +75,7 @@ class MembershipDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.poisson_sampling = False
         if split_file is not None:
             self.split = MembershipSplit.load(split_file)
             self.images = self._load_split_images(self.split)
@@ -139,11 +141,17 @@ class MembershipDataModule(pl.LightningDataModule):
         if self.trainer.is_global_zero:
             self.split.save(path)
 
+    def use_poisson_sampling(self) -> DataLoader:
+        """From now on, serve members by Poisson sampling (rate batch_size / members), as DP-SGD needs."""
+        self.poisson_sampling = True
+        return self.train_dataloader()
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        loader = DataLoader(
             self.dataset(role="member"),
             batch_size=self.batch_size,
             shuffle=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+        return DPDataLoader.from_data_loader(loader) if self.poisson_sampling else loader

@@ -6,6 +6,8 @@ What an attack needs is exported with `save_pretrained` in the `DDPMPipeline` la
 (`unet/`, `scheduler/`, `model_index.json`), so a plain diffusers pipeline can sample from it.
 With `ema_decay` set, an exponential moving average of the weights is kept (torch's
 AveragedModel) and is what gets exported and sampled: it is the model one would release.
+With `dp.enabled`, training is DP-SGD (`lab.targets.dp`); the EMA of DP weights is
+post-processing, so it keeps the guarantee.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lab.errors import LabError
+from lab.targets.dp import DPSGD, PrivateTraining
 
 
 class PixelDDPM(pl.LightningModule):
@@ -34,6 +37,7 @@ class PixelDDPM(pl.LightningModule):
         num_train_timesteps, beta_schedule: the DDPMScheduler's noise schedule.
         lr, weight_decay, warmup_steps: AdamW with a linear warm-up.
         ema_decay: keep and export an EMA of the weights (None: export the raw weights).
+        dp: DP-SGD settings (`lab.targets.dp.DPSGD`); None or `enabled: false` trains without.
     """
 
     def __init__(
@@ -50,9 +54,16 @@ class PixelDDPM(pl.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         ema_decay: float | None = None,
+        dp: DPSGD | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.dp = dp if dp is not None and dp.enabled else None
+        if self.dp is not None:
+            self.dp.check()
+        self.private: PrivateTraining | None = None
+        self._private_state: dict | None = None
+        self._batch_rows = 0
         levels = len(block_out_channels)
         if image_size % 2 ** (levels - 1):
             raise LabError(f"image_size {image_size} must be divisible by 2^{levels - 1} for {levels} UNet levels")
@@ -93,9 +104,32 @@ class PixelDDPM(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x0, _ = batch
-        loss = self.diffusion_loss(x0)
+        self._batch_rows = x0.shape[0]
+        if x0.shape[0] == 0:  # an empty Poisson batch: DP-SGD still takes its (pure-noise) step
+            return sum(p.sum() for p in self.unet.parameters()) * 0.0
+        k = self.dp.timesteps_per_example if self.dp is not None else 1
+        loss = self.diffusion_loss(x0.repeat_interleave(k, dim=0) if k > 1 else x0)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
         return loss
+
+    def on_after_backward(self) -> None:
+        if self.private is not None:
+            self.private.reduce_multiplicity(self._batch_rows)
+
+    def on_train_epoch_end(self) -> None:
+        if self.private is not None:
+            self.log("privacy/epsilon", self.private.epsilon(), on_epoch=True)
+
+    def privacy_report(self) -> dict | None:
+        """Epsilon, delta, noise multiplier, clipping norm and sample rate of a DP fit (else None)."""
+        return self.private.report() if self.private is not None else None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.private is not None:
+            checkpoint["privacy"] = {**self.private.report(), "state": self.private.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._private_state = checkpoint.get("privacy", {}).get("state")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
@@ -103,6 +137,11 @@ class PixelDDPM(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.dp is not None:
+            self.private = PrivateTraining(self.dp)
+            if self._private_state is not None:
+                self.private.load_state_dict(self._private_state)
+            opt = self.private.attach(self.unet, opt, self.trainer, self.trainer.datamodule)
         warmup = self.hparams.warmup_steps
         if not warmup:
             return opt
@@ -110,6 +149,8 @@ class PixelDDPM(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self) -> None:
+        if self.private is not None and len(self.trainer.optimizers) != 1:
+            raise LabError("DP-SGD accounts for exactly one optimizer (the one Opacus made private)")
         dm = getattr(self.trainer, "datamodule", None)
         shape = getattr(dm, "image_shape", None)
         expected = (self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
