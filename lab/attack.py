@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from lab.attacks import ATTACKS, Attack
 from lab.data import MembershipDataModule
-from lab.errors import LabError, lab_error_in
+from lab.errors import LabError, exit_on_lab_error
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.targets.load import Target, load_target, target_folders
 
@@ -50,10 +49,11 @@ def make_attacks(spec: dict | list) -> dict[str, Attack]:
     return attacks
 
 
-def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float]:
-    """Rows, values, denoiser calls per example and examples/s of one attack over the loader."""
+def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float]:
+    """Rows, values, denoiser calls and backward passes per example, and examples/s of one attack."""
     trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False, **trainer_kwargs
+        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+        inference_mode=not attack.needs_grad, **trainer_kwargs,
     )
     start = time.perf_counter()
     outputs = trainer.predict(attack, loader)
@@ -61,7 +61,8 @@ def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[n
     rows = torch.cat([o["rows"] for o in outputs]).numpy()
     values = torch.cat([o["values"] for o in outputs])
     calls = sum(o["calls"] * len(o["rows"]) for o in outputs) / len(rows)
-    return rows, values, calls, len(rows) / seconds
+    grads = sum(o["grads"] * len(o["rows"]) for o in outputs) / len(rows)
+    return rows, values, calls, grads, len(rows) / seconds
 
 
 def learned_scores(attack: Attack, values: torch.Tensor, rows: np.ndarray, target: Target) -> np.ndarray:
@@ -88,7 +89,7 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
     loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
     frames = []
     for key, attack in attacks.items():
-        rows, values, calls, speed = predict(attack.bind(target), loader, trainer_kwargs or {})
+        rows, values, calls, grads, speed = predict(attack.bind(target), loader, trainer_kwargs or {})
         if sorted(rows.tolist()) != list(range(len(target.split.ids))):
             raise LabError(f"{key}: the attack did not score every example exactly once")
         scores = learned_scores(attack, values, rows, target) if attack.learned else values.numpy().astype(np.float64)
@@ -106,6 +107,8 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
                     "target": target.path.name,
                     "epoch": target.epoch,
                     "calls_per_example": calls,
+                    "grads_per_example": grads,
+                    "setup_calls": attack.setup_calls,
                     "examples_per_s": speed,
                     "settings": json.dumps(attack.settings(), sort_keys=True, default=str),
                 }
@@ -165,14 +168,8 @@ def build_parser() -> ArgumentParser:
 def main(args: list[str] | None = None) -> None:
     cfg = build_parser().parse_args(args)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per attack: keep it quiet
-    try:
+    with exit_on_lab_error("lab.attack"):
         _, table, out = run(cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer)
-    except Exception as e:
-        cause = lab_error_in(e)
-        if cause is None:
-            raise
-        print(f"lab.attack: error: {cause}", file=sys.stderr)
-        sys.exit(2)
     print(format_summary(table))
     print(f"\nscores, metrics and plots: {out}/  TensorBoard: tensorboard --logdir {out}/tensorboard")
 

@@ -1,4 +1,4 @@
-"""Lightning callbacks for fitting targets: scheduled export and sample grids in TensorBoard."""
+"""Lightning callbacks for fitting targets: scheduled export, sample grids and live MIA success."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import shutil
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
+from lab import metrics
 from lab.data.datamodule import SPLIT_FILE
+from lab.errors import LabError
+from lab.targets.load import Target
 
 TARGET_META = "target.json"
 
@@ -85,3 +89,45 @@ class SampleGrid(pl.Callback):
             return
         images = pl_module.sample(self.num_images, steps=self.steps, seed=self.seed)
         writer.add_images("samples", torch.from_numpy(images), global_step=epoch, dataformats="NHWC")
+
+
+class MembershipAUC(pl.Callback):
+    """Watch leakage grow: attack the model being trained every N epochs, on the validation split.
+
+    Logs `mia/<attack>/auc` and `mia/<attack>/tpr@1%fpr` (NaN while the split has fewer than 100
+    validation non-members) next to the training loss. Attacks are the lab's own (`lab.attack`
+    names and settings); learned attacks are refused here, since they need the test split to
+    be scored honestly. The weights attacked are the ones an export would release (the EMA, if kept).
+    """
+
+    def __init__(self, attacks: dict | list | None = None, every_n_epochs: int = 10, batch_size: int = 64):
+        from lab.attack import make_attacks
+
+        self.attacks = make_attacks(attacks or ["pia"])
+        learned = [k for k, a in self.attacks.items() if a.learned]
+        if learned:
+            raise LabError(f"MembershipAUC runs threshold-free attacks only; {', '.join(learned)} learn from labels")
+        self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every_n_epochs and epoch not in (1, trainer.max_epochs):
+            return
+        dm = trainer.datamodule
+        loader = torch.utils.data.DataLoader(dm.dataset(eval_split="validation"), batch_size=self.batch_size)
+        is_member = np.array([dm.split.roles[r] == "member" for r in dm.split.select(eval_split="validation")])
+        unet = pl_module.target_unet
+        was_training, grads = unet.training, [p.requires_grad for p in unet.parameters()]
+        target = Target(unet, pl_module.scheduler, dm.split, split_path=None, path=None)  # no caches of a moving target
+        try:
+            with torch.inference_mode():
+                for key, attack in self.attacks.items():
+                    attack.bind(target).to(pl_module.device)
+                    scores = torch.cat([attack.predict_step((x.to(pl_module.device), rows))["values"] for x, rows in loader])
+                    result = metrics.summary(scores.double().numpy(), is_member)
+                    pl_module.log(f"mia/{key}/auc", result["auc"])
+                    pl_module.log(f"mia/{key}/tpr@1%fpr", result["tpr@0.01fpr"])
+        finally:
+            unet.train(was_training)
+            for p, g in zip(unet.parameters(), grads):
+                p.requires_grad_(g)

@@ -13,7 +13,7 @@ import sys
 from lightning.pytorch.cli import LightningCLI
 
 from lab.data import MembershipDataModule
-from lab.errors import lab_error_in
+from lab.errors import exit_on_lab_error
 from lab.targets import PixelDDPM
 
 
@@ -33,7 +33,7 @@ def main(args: list[str] | None = None) -> FitCLI:
             sys.argv[1:1] = ["fit"]
         else:
             args = ["fit", *given]
-    try:
+    with exit_on_lab_error("lab.fit"):
         return FitCLI(
             PixelDDPM,
             MembershipDataModule,
@@ -41,12 +41,6 @@ def main(args: list[str] | None = None) -> FitCLI:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except Exception as e:  # jsonargparse wraps errors raised while instantiating classes
-        cause = lab_error_in(e)
-        if cause is None:
-            raise
-        print(f"lab.fit: error: {cause}", file=sys.stderr)
-        sys.exit(2)
 
 
 

@@ -6,15 +6,12 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global backend, so notebooks keep theirs
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from lab import metrics  # noqa: E402
+from lab import metrics
 
 GROUP = ["attack", "target", "epoch"]
 
@@ -46,13 +43,17 @@ def metrics_table(scores: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> 
             ts = metrics.two_stage(vs, vm, s, m, f)
             row[f"two_stage@{f:g}_test_tpr"], row[f"two_stage@{f:g}_test_fpr"] = ts["test_tpr"], ts["test_fpr"]
         row["calls_per_example"] = float(g.calls_per_example.iloc[0])
+        row["grads_per_example"] = float(g.grads_per_example.iloc[0])
+        row["setup_calls"] = int(g.setup_calls.iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def roc_figure(scores: pd.DataFrame, title: str):
-    """ROC curves of the test split on log-log axes, with the chance diagonal."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+def roc_figure(scores: pd.DataFrame, title: str, ax=None):
+    """ROC curves of the test split on log-log axes, with the chance diagonal (on `ax` if given)."""
+    if ax is None:
+        ax = Figure(figsize=(4.5, 4.5)).subplots()
+    fig = ax.figure
     for attack, g in scores[scores.split == "test"].groupby("attack", sort=False):
         fpr, tpr, _ = roc_curve(g.role == "member", g.score)
         ax.plot(fpr, tpr, label=attack)
@@ -65,7 +66,8 @@ def roc_figure(scores: pd.DataFrame, title: str):
 
 
 def histogram_figure(g: pd.DataFrame, title: str):
-    fig, ax = plt.subplots(figsize=(4.5, 3))
+    fig = Figure(figsize=(4.5, 3))
+    ax = fig.subplots()
     bins = np.histogram_bin_edges(g.score, bins=30)
     for role in ("member", "nonmember"):
         ax.hist(g[g.role == role].score, bins=bins, alpha=0.6, label=role)
@@ -88,7 +90,6 @@ def write_report(scores: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
         for attack, ga in g.groupby("attack", sort=False):
             fig = histogram_figure(ga, f"{attack} on {target}")
             fig.savefig(out / f"hist_{target}_{attack.replace('/', '-')}.png", dpi=120)
-            plt.close(fig)
             test = ga[ga.split == "test"]
             ranks = test.score.rank(pct=True).to_numpy()  # PR curve wants [0, 1]: rank-normalise
             writer.add_pr_curve(f"{attack}/pr", (test.role == "member").to_numpy(), ranks, global_step=step)

@@ -8,7 +8,8 @@ import torch
 
 from lab import metrics
 from lab.attack import main, make_attacks, run, score_target
-from lab.attacks import ATTACKS, SecMINN
+from lab.attacks import ATTACKS
+from lab.data import MembershipSplit
 from lab.errors import LabError
 from lab.targets.load import load_target
 
@@ -20,7 +21,18 @@ COSTS = {
     "pian": ({}, 2),
     "secmi_stat": ({}, 11),
     "secmi_nn": ({"epochs": 5}, 11),
+    "pfami": ({"timesteps": [0, 50], "strengths": [0.9, 0.8]}, 6),
+    "pfami_nn": ({"timesteps": [0, 50], "strengths": [0.9, 0.8]}, 6),
+    "gsa1": ({"timesteps": [99, 499], "trees": 10}, 2),
+    "gsa2": ({"timesteps": [99, 499], "trees": 10}, 2),
+    "gradient_norm": ({"timesteps": [100], "num_noise": 2}, 2),
+    "reconstruction": ({"timestep": 100, "steps": 4}, 4),
+    "graybox": ({"grid_step": 50, "truncation": 100}, 2),
+    "blackbox": ({"num_samples": 8, "steps": 3}, 0),
+    "blind": ({}, 0),
 }
+GRADS = {"gsa1": 1, "gsa2": 2, "gradient_norm": 1}  # backward passes per example
+NEEDS_REFERENCES = {"lira"}  # costed in test_lira_calibrates_the_loss_with_reference_targets
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +42,7 @@ def tiny_target(tiny_run):
 
 
 def test_every_attack_is_registered_and_costed():
-    assert set(COSTS) == set(ATTACKS)
+    assert set(COSTS) | NEEDS_REFERENCES == set(ATTACKS)
 
 
 @pytest.mark.parametrize("name", list(COSTS))
@@ -40,6 +52,7 @@ def test_one_finite_score_per_example_at_the_documented_cost(tiny_target, name):
     assert len(table) == len(tiny_target.split.ids) == table.id.nunique()
     assert np.isfinite(table.score).all()
     assert (table.calls_per_example == calls).all()
+    assert (table.grads_per_example == GRADS.get(name, 0)).all()
     assert set(table.role) == {"member", "nonmember"} and set(table.split) == {"validation", "test"}
 
 
@@ -57,30 +70,59 @@ def test_loss_and_pia_find_members_of_an_overfitted_target(overfit_target):
         assert auc > 0.7, f"{attack} AUC {auc:.3f} on a target over-fitted to 16 members"
 
 
-def test_learned_attack_fits_on_validation_features_only(tiny_target, monkeypatch):
+@pytest.mark.parametrize("name", ["secmi_nn", "pfami_nn", "gsa1", "blind"])
+def test_learned_attack_fits_on_validation_features_only(tiny_target, monkeypatch, name):
+    settings = COSTS[name][0]
+    cls = ATTACKS[name]
     seen = []
-    original = SecMINN.fit
+    original = cls.fit
 
     def spy(self, features, is_member):
         seen.append(features.clone())
         return original(self, features, is_member)
 
-    monkeypatch.setattr(SecMINN, "fit", spy)
-    table = score_target(tiny_target, make_attacks({"secmi_nn": {"epochs": 2}}))
-    attack = make_attacks({"secmi_nn": {}})["secmi_nn"].bind(tiny_target)
+    monkeypatch.setattr(cls, "fit", spy)
+    table = score_target(tiny_target, make_attacks({name: settings}))
+    attack = make_attacks({name: settings})[name].bind(tiny_target)
     from lab.data import MembershipDataModule
 
     dm = MembershipDataModule.from_split_file(tiny_target.split_path)
     x, rows = zip(*[dm.dataset()[i] for i in range(len(dm.split.ids))])
-    with torch.inference_mode():
+    with torch.inference_mode(not attack.needs_grad):
         feats = attack.features(torch.stack(x), torch.tensor(rows))
     val_rows = set(tiny_target.split.select(eval_split="validation"))
-    fitted = torch.cat(seen)
-    for f in fitted:  # every fitted feature map is a validation example's
-        match = [r for r in range(len(feats)) if torch.allclose(feats[r], f, atol=1e-6)]
+    for f in torch.cat(seen):  # every fitted feature is a validation example's
+        match = [r for r in range(len(feats)) if torch.allclose(feats[r], f, rtol=1e-4, atol=1e-5)]
         assert match and all(r in val_rows for r in match)
     assert len(seen[-1]) == len(val_rows)  # the final fit used the whole validation split
     assert len(table) == len(tiny_target.split.ids)
+
+
+def test_blackbox_generates_once_and_caches_beside_the_target(tiny_run, tmp_path):
+    target = load_target(copy_target(tiny_run, tmp_path))
+    spec = {"blackbox": {"num_samples": 6, "steps": 2}}
+    first = score_target(target, make_attacks(spec))
+    assert (first.setup_calls == 12).all() and list((target.path / ".lab_cache").glob("*.safetensors"))
+    again = score_target(target, make_attacks(spec))
+    assert (again.setup_calls == 0).all()
+    np.testing.assert_array_equal(first.score, again.score)
+
+
+def test_lira_calibrates_the_loss_with_reference_targets(tiny_target, tmp_path):
+    from lab.attacks.lira import train_references
+    from tests.conftest import ROOT
+
+    refs = train_references(tiny_target.split_path, ROOT / "configs/study/tiny_fit.yaml", k=4, out=tmp_path / "refs",
+                            overrides=["--trainer.max_epochs", "1"])
+    roles = [MembershipSplit.load(r / "split.json").roles for r in refs]
+    assert all(sum(r[i] == "member" for r in roles) == 2 for i in range(len(tiny_target.split.ids)))  # in 2 of 4
+    spec = {"lira": {"references": str(tmp_path / "refs"), "timesteps": [100], "num_noise": 1}}
+    attack = make_attacks(spec)["lira"]
+    table = score_target(tiny_target, {"lira": attack})
+    assert attack.online and len(table) == len(tiny_target.split.ids) and np.isfinite(table.score).all()
+    assert (table.calls_per_example == 5).all()  # target + 4 references, 1 timestep, 1 draw
+    with pytest.raises(LabError, match="no reference runs"):
+        make_attacks({"lira": {"references": str(tmp_path / "none")}})["lira"].bind(tiny_target)
 
 
 def test_cli_writes_tables_plots_and_tensorboard(tiny_run, tmp_path, capsys):

@@ -1,9 +1,17 @@
 """Membership-inference attacks, one module each; `ATTACKS` maps config names to classes."""
 
 from lab.attacks.base import Attack, LearnedAttack
+from lab.attacks.blackbox import BlackBox
+from lab.attacks.blind import Blind
+from lab.attacks.gradient_norm import GradientNorm
+from lab.attacks.graybox import GrayBox
+from lab.attacks.gsa import GSA1, GSA2
+from lab.attacks.lira import LiRA
 from lab.attacks.loss import LossAttack
 from lab.attacks.multistep_loss import MultistepLossAttack
+from lab.attacks.pfami import PFAMI, PFAMINN
 from lab.attacks.pia import PIA, PIAN
+from lab.attacks.reconstruction import Reconstruction
 from lab.attacks.secmi import SecMINN, SecMIStat
 
 ATTACKS: dict[str, type[Attack]] = {
@@ -13,6 +21,19 @@ ATTACKS: dict[str, type[Attack]] = {
     "pian": PIAN,
     "secmi_stat": SecMIStat,
     "secmi_nn": SecMINN,
+    "pfami": PFAMI,
+    "pfami_nn": PFAMINN,
+    "gsa1": GSA1,
+    "gsa2": GSA2,
+    "gradient_norm": GradientNorm,
+    "reconstruction": Reconstruction,
+    "graybox": GrayBox,
+    "blackbox": BlackBox,
+    "blind": Blind,
+    "lira": LiRA,
 }
 
-__all__ = ["ATTACKS", "Attack", "LearnedAttack", "LossAttack", "MultistepLossAttack", "PIA", "PIAN", "SecMINN", "SecMIStat"]
+__all__ = [
+    "ATTACKS", "Attack", "LearnedAttack", "BlackBox", "Blind", "GradientNorm", "GrayBox", "GSA1", "GSA2", "LiRA",
+    "LossAttack", "MultistepLossAttack", "PFAMI", "PFAMINN", "PIA", "PIAN", "Reconstruction", "SecMINN", "SecMIStat",
+]

@@ -19,12 +19,15 @@ class Attack(pl.LightningModule):
     """Subclasses implement `score(x0, rows)`; learned attacks subclass `LearnedAttack`."""
 
     learned = False
+    needs_grad = False  # gradient attacks: the runner turns Lightning's inference mode off
 
     def __init__(self, seed: int = 0):
         super().__init__()
         self.seed = seed
         self.unet = None
         self._calls = 0
+        self._grads = 0
+        self.setup_calls = 0  # one-off denoiser calls per target (e.g. generating samples)
 
     def settings(self) -> dict:
         """The attack's hyper-parameters, as written into the scores table."""
@@ -49,6 +52,11 @@ class Attack(pl.LightningModule):
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
         return self.unet(x_t, t).sample
+
+    def grad(self, loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> tuple[torch.Tensor, ...]:
+        """One backward pass d loss / d params; counted once (call it per example)."""
+        self._grads += 1
+        return torch.autograd.grad(loss, params, retain_graph=retain_graph)
 
     def abar(self, t: int | torch.Tensor) -> torch.Tensor:
         return self.alphas_cumprod[t]
@@ -79,9 +87,10 @@ class Attack(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         x0, rows = batch
-        self._calls = 0
+        self._calls = self._grads = 0
         values = self.features(x0, rows) if self.learned else self.score(x0, rows)
-        return {"rows": rows.cpu(), "values": values.float().cpu(), "calls": self._calls / x0.shape[0]}
+        n = x0.shape[0]
+        return {"rows": rows.cpu(), "values": values.detach().float().cpu(), "calls": self._calls / n, "grads": self._grads / n}
 
 
 class LearnedAttack(Attack):

@@ -10,7 +10,6 @@ Cost: (number of kept timesteps) x K denoiser calls per example.
 
 from __future__ import annotations
 
-import torch
 
 from lab.attacks.loss import LossAttack, check_range
 from lab.errors import LabError

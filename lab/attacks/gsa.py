@@ -1,0 +1,80 @@
+"""GSA1 / GSA2: gradient-substitution attacks (Pang et al. 2023; in copymark-2410.03640).
+
+White-box: the per-layer gradient norms of the diffusion loss are the membership features.
+With timesteps T = {99, 199, ..., 999} (as in py85252876/GSA) and one seeded noise e_t each,
+
+    L_t(x)  = || eps_theta(sqrt(abar_t) x + sqrt(1 - abar_t) e_t, t) - e_t ||^2
+    GSA1(x) = [ || d/d theta_l  1/|T| sum_t L_t(x) ||_2 ]_l            one backward per example
+    GSA2(x) = [ 1/|T| sum_t || d/d theta_l  L_t(x) ||_2 ]_l            one backward per timestep
+
+one norm per parameter tensor theta_l. A gradient-boosted classifier (200 trees, scikit-learn)
+is fit on the validation split's features and scores the test split (never the same data).
+Cost: |T| denoiser calls (one batched forward) and 1 (GSA1) or |T| (GSA2) backward passes per example.
+"""
+
+from __future__ import annotations
+
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from lab.attacks.base import LearnedAttack
+from lab.attacks.loss import check_range
+from lab.errors import LabError
+
+
+class _GSA(LearnedAttack):
+    needs_grad = True
+    per_timestep_backward = False
+
+    def __init__(self, timesteps: list[int] = tuple(range(99, 1000, 100)), trees: int = 200, seed: int = 0):
+        super().__init__(seed)
+        self.save_hyperparameters({"timesteps": list(timesteps), "trees": trees, "seed": seed})
+        self.timesteps = [int(t) for t in timesteps]
+        if not self.timesteps or trees < 1:
+            raise LabError(f"{type(self).__name__.lower()} needs timesteps and trees >= 1")
+        self.classifier = None
+
+    def check_timesteps(self) -> None:
+        check_range(type(self).__name__.lower(), self.timesteps, self.num_train_timesteps)
+
+    def features(self, x0, rows):
+        params = [p for p in self.unet.parameters()]
+        noises = [self.noise(x0, rows, draw=j) for j in range(len(self.timesteps))]
+        t = torch.tensor(self.timesteps, device=x0.device)
+        out = []
+        for i in range(x0.shape[0]):
+            noise = torch.stack([n[i] for n in noises])  # (|T|, C, H, W)
+            with torch.enable_grad():
+                for p in params:
+                    p.requires_grad_(True)
+                a = self.abar(t).view(-1, 1, 1, 1)
+                x_t = a.sqrt() * x0[i : i + 1] + (1 - a).sqrt() * noise
+                losses = (self.eps(x_t, t) - noise).pow(2).flatten(1).mean(1)  # |T| calls for this example
+                if self.per_timestep_backward:
+                    norms = torch.zeros(len(params), device=x0.device)
+                    for j in range(len(self.timesteps)):
+                        grads = self.grad(losses[j], params, retain_graph=j + 1 < len(self.timesteps))
+                        norms += torch.stack([g.norm() for g in grads]) / len(self.timesteps)
+                else:
+                    norms = torch.stack([g.norm() for g in self.grad(losses.mean(), params)])
+                for p in params:
+                    p.requires_grad_(False)
+            out.append(norms.detach())
+        return torch.stack(out)
+
+    def fit(self, features, is_member):
+        self.classifier = HistGradientBoostingClassifier(max_iter=self.hparams.trees, random_state=self.seed)
+        self.classifier.fit(features.double().numpy(), is_member.numpy())
+
+    def decision(self, features):
+        return torch.from_numpy(self.classifier.predict_proba(features.double().numpy())[:, 1])
+
+
+class GSA1(_GSA):
+    """Gradient of the loss averaged over timesteps: one backward per example."""
+
+
+class GSA2(_GSA):
+    """Gradient norms per timestep, averaged: |T| backward passes per example."""
+
+    per_timestep_backward = True

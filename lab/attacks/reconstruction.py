@@ -1,0 +1,46 @@
+"""Reconstruction attack (Dubinski et al. 2023: realistic-mia-large-dm-2306.12983).
+
+Noise the example to step t, denoise it back with deterministic DDIM in S steps, and compare:
+
+    x_t      = sqrt(abar_t) x0 + sqrt(1 - abar_t) e           (e seeded per example)
+    x^0      = DDIM(x_t; t -> ... -> 0, S steps, eta = 0)
+    score    = SSIM(x^0, x0)   (metric 'ssim', torchmetrics)   or   - || x^0 - x0 ||^2   ('mse')
+
+A model reconstructs what it memorised more faithfully. Cost: S denoiser calls per example.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from lab.attacks.base import Attack
+from lab.errors import LabError
+
+
+class Reconstruction(Attack):
+    def __init__(self, timestep: int = 200, steps: int = 10, metric: str = "ssim", seed: int = 0):
+        super().__init__(seed)
+        self.save_hyperparameters()
+        if metric not in ("ssim", "mse"):
+            raise LabError(f"reconstruction: metric must be 'ssim' or 'mse', got {metric!r}")
+        if steps < 1 or timestep < steps:
+            raise LabError(f"reconstruction needs 1 <= steps <= timestep, got steps {steps}, timestep {timestep}")
+        self.timestep, self.steps, self.metric = int(timestep), int(steps), metric
+
+    def check_timesteps(self) -> None:
+        if self.timestep >= self.num_train_timesteps:
+            raise LabError(f"reconstruction: timestep {self.timestep} is outside the target's schedule [0, {self.num_train_timesteps - 1}]")
+
+    def reconstruct(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        x = self.q_sample(x0, self.timestep, self.noise(x0, rows))
+        grid = torch.linspace(self.timestep, 0, self.steps + 1).round().long().tolist()
+        for t_from, t_to in zip(grid[:-1], grid[1:]):
+            x = self.ddim_step(x, t_from, t_to, self.eps(x, t_from))
+        return x
+
+    def score(self, x0, rows):
+        x_hat = self.reconstruct(x0, rows).clamp(-1, 1)
+        if self.metric == "mse":
+            return -(x_hat - x0).pow(2).flatten(1).mean(1)
+        return structural_similarity_index_measure(x_hat, x0, data_range=2.0, reduction="none", kernel_size=7 if x0.shape[-1] < 32 else 11)

@@ -1,0 +1,104 @@
+
+import lightning.pytorch as pl
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lab import metrics
+from lab.attack import make_attacks, score_target
+from lab.callbacks import MembershipAUC
+from lab.data import MembershipDataModule
+from lab.errors import LabError
+from lab.study import main
+from lab.targets import PixelDDPM
+from lab.targets.load import Target
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, monkeypatch_module):
+    out = tmp_path_factory.mktemp("study") / "out"
+    monkeypatch_module.chdir(ROOT)
+    table = main(["--config", "configs/study/tiny.yaml", "--out", str(out)])
+    return out, table
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_the_study_reports_every_arm_attack_and_epoch(tiny_study):
+    out, table = tiny_study
+    report = out / "report"
+    for name in ("table.csv", "table.md", "auc_vs_epochs.png", "tpr_vs_epochs.png", "roc_no_shift.png", "roc_shift.png"):
+        assert (report / name).is_file(), name
+    written = pd.read_csv(report / "table.csv")
+    assert len(written) == len(table) == 2 * 3 * 2  # arms x attacks x exports (epochs 1 and 3)
+    assert set(written.arm) == {"no_shift", "shift"} and set(written.epoch) == {1, 3}
+    assert written.auc.between(0, 1).all()
+    # every number in the study table is the one in its arm's own metrics table
+    arm = pd.read_csv(out / "no_shift" / "attacks" / "metrics.csv")
+    row = arm[(arm.attack == "pia") & (arm.epoch == 3)].iloc[0]
+    assert written[(written.arm == "no_shift") & (written.attack == "pia") & (written.epoch == 3)].auc.item() == row.auc
+
+
+def test_the_study_fit_logs_live_membership_auc(tiny_study):
+    out, _ = tiny_study
+    (log_dir,) = (out / "no_shift" / "lightning_logs").iterdir()
+    scalars = EventAccumulator(str(log_dir)).Reload().Tags()["scalars"]
+    assert {"mia/pia/auc", "mia/pia/tpr@1%fpr", "train/loss_epoch"} <= set(scalars)
+    aucs = [e.value for e in EventAccumulator(str(log_dir)).Reload().Scalars("mia/pia/auc")]
+    assert len(aucs) == 3 and all(0 <= a <= 1 for a in aucs)  # every epoch of 3
+
+
+def test_live_auc_is_the_attack_on_the_validation_split(tmp_path):
+    """The callback's number equals lab.attack's validation AUC on the same weights."""
+    dm = MembershipDataModule(members=16, nonmembers=16, image_size=16, batch_size=16)
+    model = PixelDDPM(image_size=16, channels=1, block_out_channels=(8, 16), norm_num_groups=4)
+    callback = MembershipAUC(attacks=["pia"], every_n_epochs=1)
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer.fit(model, dm)
+    assert all(p.requires_grad for p in model.unet.parameters())  # training state is left as it was
+    live = float(trainer.callback_metrics["mia/pia/auc"])
+    dm.split.save(tmp_path / "split.json")
+    target = Target(model.unet, model.scheduler, dm.split, tmp_path / "split.json", tmp_path)
+    table = score_target(target, make_attacks(["pia"]))
+    val = table[table.split == "validation"]
+    assert live == pytest.approx(metrics.summary(val.score.to_numpy(), (val.role == "member").to_numpy())["auc"], abs=1e-6)
+
+
+def test_live_auc_refuses_learned_attacks():
+    with pytest.raises(LabError, match="threshold-free attacks only; secmi_nn"):
+        MembershipAUC(attacks=["pia", "secmi_nn"])
+
+
+def blind_auc(tmp_path, **data) -> float:
+    dm = MembershipDataModule(members=200, nonmembers=200, image_size=16, seed=3, **data)
+    dm.split.save(tmp_path / "split.json")
+    target = Target(None, None, dm.split, tmp_path / "split.json", tmp_path)  # blind never touches a model
+    table = score_target(target, make_attacks(["blind"]))
+    assert table.calls_per_example.eq(0).all()
+    test = table[table.split == "test"]
+    return metrics.summary(test.score.to_numpy(), (test.role == "member").to_numpy())["auc"]
+
+
+def test_blind_baseline_is_chance_without_shift_and_high_with_it(tmp_path):
+    same = blind_auc(tmp_path)
+    shifted = blind_auc(tmp_path, nonmember_source="digits")
+    assert abs(same - 0.5) < 0.12, same
+    assert shifted > 0.95, shifted
+
+
+def test_a_bad_study_arm_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{a: {fitt: {}}}", "--out", str(tmp_path)])
+    assert "lab.study: error: study arm 'a': unknown keys ['fitt']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{a: {attacks: [gsa9]}}", "--attacks", "[pia]", "--out", str(tmp_path)])
+    assert "attacks ['gsa9'] are not among the study's attacks" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
