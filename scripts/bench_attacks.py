@@ -1,12 +1,14 @@
-"""Attack cost: denoiser calls per example, examples/s, and overhead over pure denoiser time.
+"""Attack cost: denoiser calls and backward passes per example, examples/s, overhead over pure denoiser time.
 
 For each attack, on the same target and the same batch: overhead = wall time of the attack's
 `predict_step` / (calls per example x time of one batched denoiser forward, measured as the
-per-call time of a run of back-to-back forwards). Also prints
-end-to-end examples/s through `trainer.predict` (Trainer start-up included). One run, one
-machine: the ratios are comparable, the absolute numbers only here. Goal: overhead < 1.15.
+per-call time of a run of back-to-back forwards); for gradient attacks the backward passes are
+part of the cost, so their overhead is not a ratio to forwards alone and is not printed. Also
+prints end-to-end examples/s through `trainer.predict` (Trainer start-up included) and one-off
+setup calls (black-box sample generation). One run, one machine: the ratios are comparable,
+the absolute numbers only here. Goal: overhead < 1.15.
 
-    .venv/bin/python scripts/bench_attacks.py [--target checkpoints/ddpm_mnist/epoch_0100] [--batch 64]
+    .venv/bin/python scripts/bench_attacks.py [--target checkpoints/ddpm_mnist/epoch_0100] [--batch 64] [--config configs/attack/all.yaml]
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from lab.data import MembershipDataModule
 from lab.targets import PixelDDPM
 from lab.targets.load import load_target
 
-CONFIG = Path("configs/attack/core.yaml")
 
 
 def untrained_target(folder: Path):
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--target", default=None, help="a target folder (default: an untrained one of the main config)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--config", default="configs/attack/all.yaml", help="attack config to benchmark")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,15 +73,17 @@ def main() -> None:
         with torch.inference_mode():
             forward = timed(lambda: [target.unet(x0, t).sample for t in ts], args.repeats) / len(ts)
         print(f"target {target.path.name}: batch {len(x0)}, denoiser forward {forward * 1e3:.1f} ms per batched call")
-        print(f"{'attack':>15} {'calls/ex':>9} {'ex/s (step)':>12} {'ex/s (predict)':>15} {'overhead':>9}")
-        attacks = make_attacks(yaml.safe_load(CONFIG.read_text())["attacks"])
+        print(f"{'attack':>15} {'calls/ex':>9} {'grads/ex':>9} {'setup calls':>12} {'ex/s (step)':>12} {'ex/s (predict)':>15} {'overhead':>9}")
+        attacks = make_attacks(yaml.safe_load(Path(args.config).read_text())["attacks"])
         for name, attack in attacks.items():
             attack.bind(target)
-            with torch.inference_mode():
+            with torch.inference_mode(not attack.needs_grad):
                 step = timed(lambda: attack.predict_step((x0, rows)), args.repeats)
-                calls = attack.predict_step((x0, rows))["calls"]
-            _, _, _, speed = predict(attack, loader, {})
-            print(f"{name:>15} {calls:9.1f} {len(x0) / step:12.1f} {speed:15.1f} {step / (calls * forward):9.3f}")
+                out = attack.predict_step((x0, rows))
+            *_, speed = predict(attack, loader, {})
+            calls, grads = out["calls"], out["grads"]
+            overhead = f"{step / (calls * forward):9.3f}" if calls and not grads else f"{'-':>9}"
+            print(f"{name:>15} {calls:9.1f} {grads:9.1f} {attack.setup_calls:12d} {len(x0) / step:12.1f} {speed:15.1f} {overhead}")
 
 
 if __name__ == "__main__":
