@@ -84,24 +84,29 @@ def report(tables: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame], out
     return table
 
 
+def arm_plan(arm: str, spec: dict | None, attacks: dict) -> tuple[dict, dict]:
+    """An arm's (lab.fit overrides, attacks), or a LabError naming what is wrong with it."""
+    spec = spec or {}
+    unknown = set(spec) - {"fit", "attacks"}
+    if unknown:
+        raise LabError(f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit' (lab.fit overrides) and 'attacks'")
+    names = spec.get("attacks") or list(attacks)
+    missing = [n for n in names if n not in attacks]
+    if missing:
+        raise LabError(f"study arm {arm!r}: attacks {missing} are not among the study's attacks")
+    return spec.get("fit") or {}, {n: attacks[n] for n in names}
+
+
 def run_study(fit_config: str, arms: dict, attacks: dict | list, out: str, batch_size: int = 64, bootstrap: int = 200) -> pd.DataFrame:
     """Each arm: `{fit: {lab.fit overrides}, attacks: subset of attacks}` (both optional)."""
     out_dir = Path(out)
     attacks = {n: {} for n in attacks} if isinstance(attacks, list) else attacks
+    plans = {arm: arm_plan(arm, spec, attacks) for arm, spec in arms.items()}  # all checked before any training
     tables, scores = {}, {}
-    for arm, spec in arms.items():
-        spec = spec or {}
-        unknown = set(spec) - {"fit", "attacks"}
-        if unknown:
-            raise LabError(f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit' (lab.fit overrides) and 'attacks'")
-        names = spec.get("attacks") or list(attacks)
-        missing = [n for n in names if n not in attacks]
-        if missing:
-            raise LabError(f"study arm {arm!r}: attacks {missing} are not among the study's attacks")
-        arm_attacks = {n: attacks[n] for n in names}
+    for arm, (overrides, arm_attacks) in plans.items():
         root = out_dir / arm
         start = time.perf_counter()
-        fit_arm(fit_config, root, spec.get("fit") or {})
+        fit_arm(fit_config, root, overrides)
         print(f"[{arm}] fit: {time.perf_counter() - start:.0f} s", flush=True)
         start = time.perf_counter()
         scores[arm], tables[arm], _ = lab_attack.run(str(root), arm_attacks, out=str(root / "attacks"), batch_size=batch_size, bootstrap=bootstrap)

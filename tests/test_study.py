@@ -99,6 +99,6 @@ def test_a_bad_study_arm_is_a_clear_error(tmp_path, capsys):
         main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{a: {fitt: {}}}", "--out", str(tmp_path)])
     assert "lab.study: error: study arm 'a': unknown keys ['fitt']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{a: {attacks: [gsa9]}}", "--attacks", "[pia]", "--out", str(tmp_path)])
+        main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{ok: {}, a: {attacks: [gsa9]}}", "--attacks", "[pia]", "--out", str(tmp_path)])
     assert "attacks ['gsa9'] are not among the study's attacks" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "ok").exists()  # checked before any training
