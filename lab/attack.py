@@ -2,9 +2,12 @@
 
     python -m lab.attack --config configs/attack/core.yaml --target checkpoints/ddpm_mnist/epoch_0100
     python -m lab.attack --target checkpoints/ddpm_mnist --attacks '[loss, pia]'   # every exported epoch
+    python -m lab.attack --target ~/models/ddpm-cifar10-32 --members train_imgs/ --nonmembers test_imgs/
 
-`--target` is a diffusers pipeline folder, or a run folder holding several; ground truth comes
-from the split file beside each target (or `--split FILE`). Writes into `--out` (default:
+`--target` is a diffusers pipeline folder (`DDPMPipeline`, `DDIMPipeline` or `LDMPipeline`:
+the lab's exports or a pretrained model on local disk), or a run folder holding several. Ground
+truth comes from the split file beside each target, `--split FILE`, or `--members DIR
+--nonmembers DIR` (every image in each folder; the split is written to `<out>/split.json`). Writes into `--out` (default:
 `<target>/attacks/`): `scores.csv` (one row per attack and example), `metrics.csv`, ROC and
 histogram plots, and TensorBoard logs; prints a summary. Tables are written atomically.
 """
@@ -26,10 +29,10 @@ from sklearn.model_selection import StratifiedKFold
 from torch.utils.data import DataLoader
 
 from lab.attacks import ATTACKS, Attack
-from lab.data import MembershipDataModule
+from lab.data import MembershipDataModule, split_from_folders
 from lab.errors import LabError, exit_on_lab_error
 from lab.report import metrics_table, write_csv_atomic, write_report
-from lab.targets.load import Target, load_target, target_folders
+from lab.targets.load import Target, load_pipeline, load_target, target_folders
 
 
 def make_attacks(spec: dict | list) -> dict[str, Attack]:
@@ -117,6 +120,16 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
     return pd.concat(frames, ignore_index=True)
 
 
+def folder_split(target: Path, members: str | None, nonmembers: str | None, out_dir: Path, seed: int) -> Path:
+    """Write the split of `--members DIR --nonmembers DIR` for the target's image shape; its path."""
+    if not (members and nonmembers):
+        raise LabError("give both --members DIR and --nonmembers DIR")
+    channels, size, _ = load_pipeline(target).image_shape
+    split = split_from_folders(members, nonmembers, image_size=size, channels=channels, seed=seed).split
+    split.save(out_dir / "split.json")
+    return out_dir / "split.json"
+
+
 def run(
     target: str,
     attacks: dict | list,
@@ -125,14 +138,22 @@ def run(
     batch_size: int = 64,
     bootstrap: int = 200,
     trainer: dict | None = None,
+    members: str | None = None,
+    nonmembers: str | None = None,
+    split_seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`."""
     folders = target_folders(target)
+    out_dir = Path(out) if out else Path(target) / "attacks"
+    if members or nonmembers:
+        if split:
+            raise LabError("give either --split FILE or --members/--nonmembers DIRS, not both")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        split = folder_split(folders[0], members, nonmembers, out_dir, split_seed)
     targets = [load_target(f, split) for f in folders]  # all checked before any work
     built = make_attacks(attacks)
     scores = pd.concat([score_target(t, built, batch_size, trainer) for t in targets], ignore_index=True)
     table = metrics_table(scores, bootstrap=bootstrap)
-    out_dir = Path(out) if out else Path(target) / "attacks"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(scores, out_dir / "scores.csv")
     write_csv_atomic(table, out_dir / "metrics.csv")
@@ -154,6 +175,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--config", action=ActionConfigFile, help="YAML with any of the options below")
     p.add_argument("--target", type=str, required=True, help="pipeline folder, or a run folder of them")
     p.add_argument("--split", type=Optional[str], default=None, help="split file (default: split.json beside the target)")
+    p.add_argument("--members", type=Optional[str], default=None, help="folder of member images (with --nonmembers, instead of a split file)")
+    p.add_argument("--nonmembers", type=Optional[str], default=None, help="folder of non-member images")
+    p.add_argument("--split_seed", type=int, default=0, help="seed halving --members/--nonmembers into validation/test")
     p.add_argument(
         "--attacks", type=Union[dict[str, Optional[dict]], list[str]], default=["loss", "pia"],
         help=f"attack names, or {{name: settings}}; names: {', '.join(ATTACKS)}",
@@ -169,7 +193,10 @@ def main(args: list[str] | None = None) -> None:
     cfg = build_parser().parse_args(args)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per attack: keep it quiet
     with exit_on_lab_error("lab.attack"):
-        _, table, out = run(cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer)
+        _, table, out = run(
+            cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer,
+            cfg.members, cfg.nonmembers, cfg.split_seed,
+        )
     print(format_summary(table))
     print(f"\nscores, metrics and plots: {out}/  TensorBoard: tensorboard --logdir {out}/tensorboard")
 

@@ -64,9 +64,7 @@ class ScheduledExport(pl.Callback):
             "train_loss_epoch": float(loss) if loss is not None else None,
             "hparams": json.loads(json.dumps(dict(pl_module.hparams), default=_jsonable)),
         }
-        report = getattr(pl_module, "privacy_report", lambda: None)()
-        if report is not None:
-            meta["privacy"] = report
+        meta.update(pl_module.export_meta())
         (tmp / TARGET_META).write_text(json.dumps(meta, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -118,7 +116,8 @@ class MembershipAUC(pl.Callback):
         is_member = np.array([dm.split.roles[r] == "member" for r in dm.split.select(eval_split="validation")])
         unet = pl_module.target_unet
         was_training, grads = unet.training, [p.requires_grad for p in unet.parameters()]
-        target = Target(unet, pl_module.scheduler, dm.split, split_path=None, path=None)  # no caches of a moving target
+        autoencoder = pl_module.first_stage  # latent targets: attacks encode with it
+        target = Target(unet, pl_module.scheduler, dm.split, split_path=None, path=None, autoencoder=autoencoder)  # path None: no caches of a moving target
         try:
             with torch.inference_mode():
                 for key, attack in self.attacks.items():

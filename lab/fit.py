@@ -9,6 +9,7 @@ Bad input ends with a one-line `lab.fit: error: ...` and exit status 2.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -33,6 +34,8 @@ def main(args: list[str] | None = None) -> FitCLI:
             sys.argv[1:1] = ["fit"]
         else:
             args = ["fit", *given]
+    # A latent target keeps its frozen autoencoder in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     with exit_on_lab_error("lab.fit"):
         return FitCLI(
             PixelDDPM,

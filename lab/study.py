@@ -84,29 +84,34 @@ def report(tables: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame], out
     return table
 
 
-def arm_plan(arm: str, spec: dict | None, attacks: dict) -> tuple[dict, dict]:
-    """An arm's (lab.fit overrides, attacks), or a LabError naming what is wrong with it."""
+def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tuple[str, dict, dict]:
+    """An arm's (lab.fit config, overrides, attacks), or a LabError naming what is wrong with it."""
     spec = spec or {}
-    unknown = set(spec) - {"fit", "attacks"}
+    unknown = set(spec) - {"fit_config", "fit", "attacks"}
     if unknown:
-        raise LabError(f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit' (lab.fit overrides) and 'attacks'")
+        raise LabError(
+            f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit_config', 'fit' (lab.fit overrides) and 'attacks'"
+        )
+    config = spec.get("fit_config") or fit_config
+    if not Path(config).is_file():
+        raise LabError(f"study arm {arm!r}: fit config not found: {config}")
     names = spec.get("attacks") or list(attacks)
     missing = [n for n in names if n not in attacks]
     if missing:
         raise LabError(f"study arm {arm!r}: attacks {missing} are not among the study's attacks")
-    return spec.get("fit") or {}, {n: attacks[n] for n in names}
+    return config, spec.get("fit") or {}, {n: attacks[n] for n in names}
 
 
 def run_study(fit_config: str, arms: dict, attacks: dict | list, out: str, batch_size: int = 64, bootstrap: int = 200) -> pd.DataFrame:
-    """Each arm: `{fit: {lab.fit overrides}, attacks: subset of attacks}` (both optional)."""
+    """Each arm: `{fit_config: its own lab.fit YAML, fit: {lab.fit overrides}, attacks: subset}` (all optional)."""
     out_dir = Path(out)
     attacks = {n: {} for n in attacks} if isinstance(attacks, list) else attacks
-    plans = {arm: arm_plan(arm, spec, attacks) for arm, spec in arms.items()}  # all checked before any training
+    plans = {arm: arm_plan(arm, spec, attacks, fit_config) for arm, spec in arms.items()}  # all checked before any training
     tables, scores = {}, {}
-    for arm, (overrides, arm_attacks) in plans.items():
+    for arm, (config, overrides, arm_attacks) in plans.items():
         root = out_dir / arm
         start = time.perf_counter()
-        fit_arm(fit_config, root, overrides)
+        fit_arm(config, root, overrides)
         print(f"[{arm}] fit: {time.perf_counter() - start:.0f} s", flush=True)
         start = time.perf_counter()
         scores[arm], tables[arm], _ = lab_attack.run(str(root), arm_attacks, out=str(root / "attacks"), batch_size=batch_size, bootstrap=bootstrap)
@@ -119,7 +124,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--fit_config", type=str, required=True, help="lab.fit YAML (its ScheduledExport sets the epochs)")
     p.add_argument("--arms", type=dict[str, Optional[dict]], default={"no_shift": {}},
-                   help="arm name -> {fit: lab.fit overrides, attacks: a subset of --attacks}")
+                   help="arm name -> {fit_config: another lab.fit YAML, fit: lab.fit overrides, attacks: a subset of --attacks}")
     p.add_argument("--attacks", type=Union[dict[str, Optional[dict]], list[str]], default=["loss", "pia", "blind"])
     p.add_argument("--out", type=str, default="reports/study")
     p.add_argument("--batch_size", type=int, default=64)

@@ -11,6 +11,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "ddpm_tiny.yaml"
+LDM_TINY_CONFIG = ROOT / "configs" / "ldm_tiny.yaml"
 
 
 def write_image_folder(path: Path, n: int = 6, seed: int = 0) -> Path:
@@ -37,8 +38,10 @@ def write_cifar_archive(path: Path, per_batch: int = 3, seed: int = 0) -> Path:
     return path
 
 
-def fit_tiny(work: Path, *overrides: str):
-    """`python -m lab.fit --config configs/ddpm_tiny.yaml [overrides]` run in-process in `work`."""
+def fit_tiny(work: Path, *overrides: str, config: Path = TINY_CONFIG):
+    """`python -m lab.fit --config configs/<config> [overrides]` run in-process in `work`.
+
+    The tiny configs write into `checkpoints/<config name>`, which is returned with the CLI."""
     import os
 
     from lab.fit import main
@@ -46,10 +49,10 @@ def fit_tiny(work: Path, *overrides: str):
     old = os.getcwd()
     os.chdir(work)
     try:
-        cli = main(["--config", str(TINY_CONFIG), *overrides])
+        cli = main(["--config", str(config), *overrides])
     finally:
         os.chdir(old)
-    return work / "checkpoints" / "ddpm_tiny", cli
+    return work / "checkpoints" / config.stem, cli
 
 
 @pytest.fixture(scope="session")

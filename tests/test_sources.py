@@ -17,7 +17,7 @@ def test_bundled_mnist_and_digits():
 
 def test_image_folder_and_preprocessing(tmp_path):
     raw = load_source("folder", str(write_image_folder(tmp_path / "imgs")))
-    assert len(raw) == 6 and "folder:sub/img0.png" in raw.ids
+    assert len(raw) == 6 and "folder:imgs/sub/img0.png" in raw.ids
     x = to_model_tensor(raw.images, image_size=16, channels=3)
     assert x.shape == (6, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
     gray = to_model_tensor(raw.images, image_size=8, channels=1)

@@ -68,7 +68,7 @@ def test_changed_data_fails_the_hash(tmp_path):
     folder = write_image_folder(tmp_path / "imgs", n=8)
     dm = MembershipDataModule(source="folder", root=str(folder), members=3, nonmembers=3, image_size=8, channels=3)
     dm.split.save(tmp_path / "split.json")
-    member = dm.split.ids[dm.split.select("member")[0]].removeprefix("folder:")
+    member = dm.split.ids[dm.split.select("member")[0]].removeprefix("folder:imgs/")
     img = np.asarray(Image.open(folder / member)).copy()
     img[0, 0] ^= 1
     Image.fromarray(img).save(folder / member)

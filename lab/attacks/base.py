@@ -4,6 +4,10 @@
 example (higher = more likely a member) and the number of denoiser calls each example cost,
 so device, precision and strategy come from the Trainer. Randomness is drawn per example from
 (seed, split row), so scores do not depend on batch size, order or the number of processes.
+
+On a latent target the images are first encoded by the target's autoencoder (s * posterior
+mean: deterministic) and attacked in latent space, as SecMI and PIA do on latent models. Attacks
+that work on the images themselves (`pixel_input`) get pixels and call `to_latent` / `to_image`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from lab.targets.autoencoder import decode, encode
 from lab.targets.load import Target
 
 
@@ -20,11 +25,13 @@ class Attack(pl.LightningModule):
 
     learned = False
     needs_grad = False  # gradient attacks: the runner turns Lightning's inference mode off
+    pixel_input = False  # True: score() gets images even on latent targets
 
     def __init__(self, seed: int = 0):
         super().__init__()
         self.seed = seed
         self.unet = None
+        self.autoencoder = None
         self._calls = 0
         self._grads = 0
         self.setup_calls = 0  # one-off denoiser calls per target (e.g. generating samples)
@@ -34,8 +41,9 @@ class Attack(pl.LightningModule):
         return dict(self.hparams)
 
     def bind(self, target: Target) -> "Attack":
-        """Attach a frozen target (its denoiser and noise schedule)."""
+        """Attach a frozen target (its denoiser, noise schedule and autoencoder, if latent)."""
         self.unet = target.unet.eval().requires_grad_(False)
+        self.autoencoder = target.autoencoder.eval().requires_grad_(False) if target.autoencoder is not None else None
         self.num_train_timesteps = int(target.scheduler.config.num_train_timesteps)
         self.register_buffer("alphas_cumprod", target.scheduler.alphas_cumprod.detach().clone().float(), persistent=False)
         self.check_timesteps()
@@ -45,6 +53,14 @@ class Attack(pl.LightningModule):
         """Raise LabError for timesteps the target's schedule lacks."""
 
     # --- building blocks -------------------------------------------------------------------
+
+    def to_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> what the denoiser models (identity on pixel targets)."""
+        return x if self.autoencoder is None else encode(self.autoencoder, x)
+
+    def to_image(self, z: torch.Tensor) -> torch.Tensor:
+        """What the denoiser models -> images (identity on pixel targets)."""
+        return z if self.autoencoder is None else decode(self.autoencoder, z)
 
     def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """One batched denoiser call eps_theta(x_t, t); counted once per example."""
@@ -88,6 +104,9 @@ class Attack(pl.LightningModule):
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         x0, rows = batch
         self._calls = self._grads = 0
+        if not self.pixel_input:
+            with torch.no_grad():
+                x0 = self.to_latent(x0)
         values = self.features(x0, rows) if self.learned else self.score(x0, rows)
         n = x0.shape[0]
         return {"rows": rows.cpu(), "values": values.detach().float().cpu(), "calls": self._calls / n, "grads": self._grads / n}

@@ -1,6 +1,6 @@
 """Black-box attack: only images the target generated (data-forensics-2302.07801).
 
-The attacker sees nothing of the model but its samples. It draws N samples with the target's
+The attacker sees nothing of the model but its samples (images: a latent target's are decoded). It draws N samples with the target's
 own sampler (seeded DDIM, cached beside the target as safetensors) and scores an example by how
 close the nearest one comes to it; a model that memorised its members regenerates them:
 
@@ -15,16 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import DDIMPipeline, DDIMScheduler
 from safetensors.torch import load_file, save_file
 
 from lab.attacks.base import Attack
 from lab.errors import LabError
+from lab.targets.pipelines import ddim_images, sampling_pipeline
 
 CACHE_DIR = ".lab_cache"
 
 
 class BlackBox(Attack):
+    pixel_input = True
+
     def __init__(self, num_samples: int = 1000, steps: int = 50, batch_size: int = 250, seed: int = 0):
         super().__init__(seed)
         self.save_hyperparameters()
@@ -52,20 +54,18 @@ class BlackBox(Attack):
                 tmp = path.with_suffix(".tmp")
                 save_file({"samples": self.samples.contiguous()}, tmp)
                 tmp.replace(path)
-        self.unet = None  # the attack itself never touches the denoiser
+        self.unet = self.autoencoder = None  # the attack itself never touches the model
         return self
 
     @torch.inference_mode()
     def generate(self, target) -> torch.Tensor:
         h = self.hparams
-        pipe = DDIMPipeline(unet=target.unet, scheduler=DDIMScheduler.from_config(target.scheduler.config))
-        pipe.set_progress_bar_config(disable=True)
+        pipe = sampling_pipeline(target.unet, target.scheduler, target.autoencoder)
         generator = torch.Generator().manual_seed(h.seed)
         chunks = []
         for start in range(0, h.num_samples, h.batch_size):
-            n = min(h.batch_size, h.num_samples - start)
-            out = pipe(batch_size=n, generator=generator, num_inference_steps=h.steps, output_type="pt").images
-            chunks.append(out.cpu() * 2 - 1)  # the pipeline gives [0, 1]; examples live in [-1, 1]
+            images = ddim_images(pipe, min(h.batch_size, h.num_samples - start), h.steps, generator)
+            chunks.append(torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1)  # [0, 1] NHWC -> [-1, 1] NCHW
         return torch.cat(chunks)
 
     def score(self, x0, rows):

@@ -22,6 +22,8 @@ from lab.attacks.base import LearnedAttack
 class Blind(LearnedAttack):
     """Args: C: inverse L2 strength of the logistic regression; seed: its solver's seed."""
 
+    pixel_input = True
+
     def __init__(self, C: float = 0.01, seed: int = 0):
         super().__init__(seed)
         self.save_hyperparameters()

@@ -75,6 +75,8 @@ def reference_exports(references: str | Path, epoch: int | None) -> list[Path]:
 
 
 class LiRA(LossAttack):
+    pixel_input = True  # each model (target, references) encodes with its own autoencoder
+
     def __init__(self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4, seed: int = 0):
         super().__init__(timesteps=timesteps, num_noise=num_noise, seed=seed)
         self.save_hyperparameters()
@@ -84,9 +86,8 @@ class LiRA(LossAttack):
         from lab.targets.load import load_target
 
         super().bind(target)
-        self.target_unet = self.unet
         refs = [load_target(p) for p in reference_exports(self.references, target.epoch)]
-        self.ref_unets = [r.unet for r in refs]
+        self.models = [(self.unet, self.autoencoder)] + [(r.unet, r.autoencoder) for r in refs]
         ids = target.split.ids
         # is_in[m, row]: was example `row` of the target's split a member of reference m?
         self.is_in = torch.zeros(len(refs), len(ids), dtype=torch.bool)
@@ -107,16 +108,19 @@ class LiRA(LossAttack):
         return self
 
     def statistic(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return self.losses(x0, rows, self.timesteps).mean(1).clamp_min(1e-12).log()
+        """log mean loss of the model currently bound (`self.unet`, `self.autoencoder`)."""
+        with torch.no_grad():
+            z0 = self.to_latent(x0)
+        return self.losses(z0, rows, self.timesteps).mean(1).clamp_min(1e-12).log()
 
     def score(self, x0, rows):
-        target = self.statistic(x0, rows)
-        refs = []
-        for unet in self.ref_unets:
+        stats = []
+        for unet, autoencoder in self.models:  # the target first, then each reference
             self.unet = unet.to(x0.device)
-            refs.append(self.statistic(x0, rows))
-        self.unet = self.target_unet
-        refs = torch.stack(refs)  # (K, B)
+            self.autoencoder = autoencoder.to(x0.device) if autoencoder is not None else None
+            stats.append(self.statistic(x0, rows))
+        self.unet, self.autoencoder = self.models[0]
+        target, refs = stats[0], torch.stack(stats[1:])  # (B,), (K, B)
         is_in = self.is_in[:, rows.cpu()].to(x0.device)
         mu_out, s_out = _masked_stats(refs, ~is_in)
         if not self.online:

@@ -9,7 +9,8 @@ linspace(0.95, 0.70, 10), as in wjfu99/MIA-Gen):
     F_t,lambda(x) = (L_t(P_lambda x) - L_t(x)) / L_t(x)          (the probabilistic fluctuation)
     pfami(x)      = 1/(|T| |Lambda|) sum_t sum_lambda F_t,lambda(x)   (metric variant: higher = member)
 
-The same noise e_t is used for x and all its neighbours, so the fluctuation is not noise.
+The same noise e_t is used for x and all its neighbours, so the fluctuation is not noise. On a
+latent target the neighbours are made in pixel space and each is encoded (L_t is then on latents).
 `pfami_nn` (the classifier variant) feeds the |T| x |Lambda| matrix of per-timestep fluctuations
 to a logistic regression fit on the validation split.
 Cost: |T| x (1 + |Lambda|) denoiser calls per example (110 with the defaults).
@@ -38,6 +39,8 @@ def crop_resize(x: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 class _Fluctuation:
+    pixel_input = True  # the crop-resize neighbours are images
+
     def _init_pfami(self, timesteps, strengths) -> None:
         self.timesteps, self.strengths = [int(t) for t in timesteps], [float(s) for s in strengths]
         if not self.timesteps or not self.strengths or not all(0 < s < 1 for s in self.strengths):
@@ -48,13 +51,14 @@ class _Fluctuation:
 
     def fluctuations(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """(B, |T|, |Lambda|) relative loss changes (L(P_lambda x) - L(x)) / L(x) per timestep."""
-        variants = [x0] + [crop_resize(x0, s) for s in self.strengths]
+        with torch.no_grad():
+            variants = self.to_latent(torch.cat([x0] + [crop_resize(x0, s) for s in self.strengths]))
+        n = len(self.strengths) + 1
         out = torch.empty(x0.shape[0], len(self.timesteps), len(self.strengths), device=x0.device)
         for j, t in enumerate(self.timesteps):
-            noise = self.noise(x0, rows, draw=j)
-            batch = torch.cat([self.q_sample(v, t, noise) for v in variants])  # one call for all neighbours
-            err = (self.eps(batch, t) - noise.repeat(len(variants), 1, 1, 1)).pow(2).flatten(1).mean(1)
-            losses = err.view(len(variants), x0.shape[0])
+            noise = self.noise(variants[: x0.shape[0]], rows, draw=j).repeat(n, 1, 1, 1)
+            err = (self.eps(self.q_sample(variants, t, noise), t) - noise).pow(2).flatten(1).mean(1)  # one call for all neighbours
+            losses = err.view(n, x0.shape[0])
             out[:, j] = ((losses[1:] - losses[0]) / losses[0].clamp_min(1e-12)).T
         return out
 

@@ -6,7 +6,9 @@ Noise the example to step t, denoise it back with deterministic DDIM in S steps,
     x^0      = DDIM(x_t; t -> ... -> 0, S steps, eta = 0)
     score    = SSIM(x^0, x0)   (metric 'ssim', torchmetrics)   or   - || x^0 - x0 ||^2   ('mse')
 
-A model reconstructs what it memorised more faithfully. Cost: S denoiser calls per example.
+A model reconstructs what it memorised more faithfully. On a latent target x0 is encoded, the
+DDIM walk runs on latents, and x^0 is decoded: the comparison is always between images.
+Cost: S denoiser calls per example.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from lab.errors import LabError
 
 
 class Reconstruction(Attack):
+    pixel_input = True  # compared as images; the walk itself runs on latents for latent targets
+
     def __init__(self, timestep: int = 200, steps: int = 10, metric: str = "ssim", seed: int = 0):
         super().__init__(seed)
         self.save_hyperparameters()
@@ -40,7 +44,11 @@ class Reconstruction(Attack):
         return x
 
     def score(self, x0, rows):
-        x_hat = self.reconstruct(x0, rows).clamp(-1, 1)
+        with torch.no_grad():
+            z0 = self.to_latent(x0)
+        z_hat = self.reconstruct(z0, rows)
+        with torch.no_grad():
+            x_hat = self.to_image(z_hat).clamp(-1, 1)
         if self.metric == "mse":
             return -(x_hat - x0).pow(2).flatten(1).mean(1)
         return structural_similarity_index_measure(x_hat, x0, data_range=2.0, reduction="none", kernel_size=7 if x0.shape[-1] < 32 else 11)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, Dataset
@@ -98,7 +99,7 @@ class MembershipDataModule(pl.LightningDataModule):
         self.images = to_model_tensor(raw, image_size, channels)
 
     @classmethod
-    def from_split_file(cls, path: str | Path, batch_size: int = 64, num_workers: int = 0) -> "MembershipDataModule":
+    def from_split_file(cls, path: str | Path, batch_size: int = 64, num_workers: int = 0) -> MembershipDataModule:
         return cls(split_file=str(path), batch_size=batch_size, num_workers=num_workers)
 
     @staticmethod
@@ -155,3 +156,24 @@ class MembershipDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
         return DPDataLoader.from_data_loader(loader) if self.poisson_sampling else loader
+
+
+def split_from_folders(
+    members: str, nonmembers: str, image_size: int, channels: int, seed: int = 0, validation_fraction: float = 0.5
+) -> MembershipDataModule:
+    """Every image in `members` is a member and every one in `nonmembers` a non-member (each side
+    halved into validation/test with `seed`): ground truth for a pretrained model the user knows
+    the training set of. The same image in both folders is refused: it would be both."""
+    if Path(members).resolve() == Path(nonmembers).resolve():
+        raise LabError(f"the member and non-member folders are the same folder: {members}")
+    member_raw, nonmember_raw = load_source("folder", members), load_source("folder", nonmembers)
+    if clash := set(member_raw.ids) & set(nonmember_raw.ids):
+        raise LabError(f"the member and non-member folders share names (e.g. {sorted(clash)[0]}): rename one folder")
+    seen = {np.ascontiguousarray(a).tobytes(): i for i, a in zip(member_raw.ids, member_raw.images)}
+    for i, a in zip(nonmember_raw.ids, nonmember_raw.images):
+        if (twin := seen.get(np.ascontiguousarray(a).tobytes())) is not None:
+            raise LabError(f"the same image is in both folders: {twin} (member) and {i} (non-member)")
+    return MembershipDataModule(
+        source="folder", root=members, members=len(member_raw), nonmember_source="folder", nonmember_root=nonmembers,
+        nonmembers=len(nonmember_raw), image_size=image_size, channels=channels, seed=seed, validation_fraction=validation_fraction,
+    )

@@ -66,7 +66,7 @@ def _folder(root: str | None) -> RawImages:
                 arr = np.asarray(im, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise LabError(f"cannot read image {f}: {e}") from None
-        ids.append(f"folder:{f.relative_to(path).as_posix()}")
+        ids.append(f"folder:{path.name}/{f.relative_to(path).as_posix()}")  # the folder's name keeps two folders apart
         images.append(arr[..., None] if arr.ndim == 2 else arr)
     return RawImages(ids, images)
 

@@ -18,11 +18,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lab.errors import LabError
 from lab.targets.dp import DPSGD, PrivateTraining
+from lab.targets.pipelines import ddim_images, export_pipeline, sampling_pipeline
 
 
 class PixelDDPM(pl.LightningModule):
@@ -39,6 +40,8 @@ class PixelDDPM(pl.LightningModule):
         ema_decay: keep and export an EMA of the weights (None: export the raw weights).
         dp: DP-SGD settings (`lab.targets.dp.DPSGD`); None or `enabled: false` trains without.
     """
+
+    clip_sample = True  # samplers clip predicted x0 to the data range [-1, 1]
 
     def __init__(
         self,
@@ -64,9 +67,11 @@ class PixelDDPM(pl.LightningModule):
         self.private: PrivateTraining | None = None
         self._private_state: dict | None = None
         self._batch_rows = 0
+        unet_channels, unet_size = self.denoiser_input()
         levels = len(block_out_channels)
-        if image_size % 2 ** (levels - 1):
-            raise LabError(f"image_size {image_size} must be divisible by 2^{levels - 1} for {levels} UNet levels")
+        if unet_size % 2 ** (levels - 1):
+            what = "image_size" if self.first_stage is None else "the latent size"
+            raise LabError(f"{what} {unet_size} must be divisible by 2^{levels - 1} for {levels} UNet levels")
         if any(c % norm_num_groups for c in block_out_channels):
             raise LabError(f"norm_num_groups {norm_num_groups} must divide every width in block_out_channels {block_out_channels}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -76,9 +81,9 @@ class PixelDDPM(pl.LightningModule):
         if attention:
             down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
         self.unet = UNet2DModel(
-            sample_size=image_size,
-            in_channels=channels,
-            out_channels=channels,
+            sample_size=unet_size,
+            in_channels=unet_channels,
+            out_channels=unet_channels,
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             down_block_types=tuple(down),
@@ -86,10 +91,23 @@ class PixelDDPM(pl.LightningModule):
             norm_num_groups=norm_num_groups,
         )
         try:
-            self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+            self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=self.clip_sample)
         except NotImplementedError as e:
             raise LabError(f"unknown beta_schedule {beta_schedule!r}: {e}") from None
         self.ema = AveragedModel(self.unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+
+    def denoiser_input(self) -> tuple[int, int]:
+        """(channels, size) of what the UNet denoises: here the images themselves."""
+        return self.hparams.channels, self.hparams.image_size
+
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Training images -> what the UNet is trained on (identity for pixel targets)."""
+        return x0
+
+    @property
+    def first_stage(self):
+        """The autoencoder of a latent target (None: this target denoises pixels)."""
+        return None
 
     @property
     def target_unet(self) -> UNet2DModel:
@@ -107,6 +125,7 @@ class PixelDDPM(pl.LightningModule):
         self._batch_rows = x0.shape[0]
         if x0.shape[0] == 0:  # an empty Poisson batch: DP-SGD still takes its (pure-noise) step
             return sum(p.sum() for p in self.unet.parameters()) * 0.0
+        x0 = self.encode(x0)
         k = self.dp.timesteps_per_example if self.dp is not None else 1
         loss = self.diffusion_loss(x0.repeat_interleave(k, dim=0) if k > 1 else x0)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
@@ -123,6 +142,11 @@ class PixelDDPM(pl.LightningModule):
     def privacy_report(self) -> dict | None:
         """Epsilon, delta, noise multiplier, clipping norm and sample rate of a DP fit (else None)."""
         return self.private.report() if self.private is not None else None
+
+    def export_meta(self) -> dict:
+        """What an export's target.json records beyond epoch and hyper-parameters."""
+        report = self.privacy_report()
+        return {"privacy": report} if report is not None else {}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.private is not None:
@@ -163,13 +187,11 @@ class PixelDDPM(pl.LightningModule):
         unet = self.target_unet
         was_training = unet.training
         unet.eval()
-        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(self.scheduler.config))
-        pipe.set_progress_bar_config(disable=True)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        images = pipe(batch_size=num_images, generator=generator, num_inference_steps=steps, output_type="np").images
+        pipe = sampling_pipeline(unet, self.scheduler, self.first_stage)
+        images = ddim_images(pipe, num_images, steps, torch.Generator(device="cpu").manual_seed(seed))
         unet.train(was_training)
         return images
 
     def export(self, path: str | Path) -> None:
-        """Save the target in the DDPMPipeline layout (`unet/`, `scheduler/`, `model_index.json`)."""
-        DDPMPipeline(unet=self.target_unet, scheduler=self.scheduler).save_pretrained(str(path))
+        """Save the target in the diffusers layout (`DDPMPipeline`, or `LDMPipeline` for latent targets)."""
+        export_pipeline(self.target_unet, self.scheduler, self.first_stage).save_pretrained(str(path))

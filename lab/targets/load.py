@@ -1,8 +1,11 @@
-"""Load what an attack needs from a target folder on disk: denoiser, noise schedule, split.
+"""Load what an attack needs from a target folder on disk: denoiser, noise schedule, autoencoder, split.
 
-A target is any diffusers `DDPMPipeline`/`DDIMPipeline` folder (the lab's own exports, or a
-pretrained model saved locally) plus a membership split file: `split.json` beside it, or one
-the user names. Weights are read from safetensors only, never from pickles.
+A target is a diffusers pipeline folder: `DDPMPipeline`/`DDIMPipeline` (pixel targets) or
+`LDMPipeline` (latent targets: `vqvae/` holds an AutoencoderKL or VQModel). It is the
+lab's own export, or a pretrained model saved locally (e.g. google/ddpm-cifar10-32,
+CompVis/ldm-celebahq-256), plus a membership split file: `split.json` beside it, or one the user
+names or builds from member / non-member image folders. Weights are read from safetensors, or
+from `.bin` files with `torch.load(weights_only=True)` (diffusers' loader), never as arbitrary pickles.
 """
 
 from __future__ import annotations
@@ -11,23 +14,27 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DModel, VQModel
 from diffusers.utils import logging as diffusers_logging
 
 from lab.data.split import MembershipSplit
 from lab.errors import LabError
+from lab.targets.autoencoder import downsampling, latent_channels
 
-PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline")
+PIPELINES = {"DDPMPipeline": "unet", "DDIMPipeline": "unet", "LDMPipeline": "vqvae"}
 
 
 @dataclass
 class Target:
+    """A frozen denoiser, its noise schedule, the autoencoder of a latent target, and the ground truth."""
+
     unet: UNet2DModel
-    scheduler: DDPMScheduler
-    split: MembershipSplit
-    split_path: Path
-    path: Path
+    scheduler: object  # a diffusers scheduler with `alphas_cumprod` (DDPM / DDIM)
+    split: MembershipSplit | None
+    split_path: Path | None
+    path: Path | None
     meta: dict = field(default_factory=dict)
+    autoencoder: AutoencoderKL | VQModel | None = None
 
     @property
     def epoch(self) -> int | None:
@@ -35,9 +42,25 @@ class Target:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(channels, size, size) of the images the target models (decoded size for latent targets)."""
         size = self.unet.config.sample_size
         size = size if isinstance(size, int) else size[0]
-        return (self.unet.config.in_channels, size, size)
+        if self.autoencoder is None:
+            return (self.unet.config.in_channels, size, size)
+        factor = downsampling(self.autoencoder)
+        return (self.autoencoder.config.in_channels, size * factor, size * factor)
+
+    def with_split(self, split_path: str | Path) -> "Target":
+        """Attach the membership split, checking that its images fit this target."""
+        split_path = Path(split_path)
+        if not split_path.is_file():
+            raise LabError(f"no membership split for target {self.path}: expected {split_path} (or pass --split FILE, or --members/--nonmembers DIRS)")
+        split = MembershipSplit.load(split_path)
+        want = (split.preprocess["channels"], split.preprocess["image_size"], split.preprocess["image_size"])
+        if self.image_shape != want:
+            raise LabError(f"the split's images have shape {want} but the target {self.path} takes {self.image_shape}")
+        self.split, self.split_path = split, split_path
+        return self
 
 
 def is_pipeline_folder(path: Path) -> bool:
@@ -57,26 +80,52 @@ def target_folders(path: str | Path) -> list[Path]:
     return found
 
 
-def load_target(path: str | Path, split_file: str | Path | None = None) -> Target:
+def load_pipeline(path: str | Path) -> Target:
+    """The target in a diffusers pipeline folder, checked, without a split."""
     path = Path(path)
     if not is_pipeline_folder(path):
         raise LabError(f"{path} is no diffusers pipeline folder (no model_index.json)")
-    kind = json.loads((path / "model_index.json").read_text()).get("_class_name")
-    if kind not in PIXEL_PIPELINES:
-        raise LabError(f"{path} holds a {kind}; supported pipelines: {', '.join(PIXEL_PIPELINES)}")
-    split_path = Path(split_file) if split_file else path / "split.json"
-    if not split_path.is_file():
-        raise LabError(f"no membership split for target {path}: expected {split_path} (or pass --split FILE)")
-    split = MembershipSplit.load(split_path)
-    diffusers_logging.disable_progress_bar()
     try:
-        pipe = DDPMPipeline.from_pretrained(path, use_safetensors=True, low_cpu_mem_usage=False)
-    except (OSError, ValueError, EnvironmentError) as e:
-        raise LabError(f"cannot load the diffusers pipeline in {path}: {e}") from None
+        index = json.loads((path / "model_index.json").read_text())
+    except ValueError as e:
+        raise LabError(f"{path / 'model_index.json'} is not valid JSON: {e}") from None
+    kind = index.get("_class_name")
+    if kind not in PIPELINES:
+        raise LabError(f"{path} holds a {kind}; supported pipelines: {', '.join(PIPELINES)}")
+    diffusers_logging.disable_progress_bar()
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # LDMPipeline types `vqvae` as VQModel; an AutoencoderKL there is fine
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False)
+    except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
+        raise LabError(f"cannot load the diffusers pipeline in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    unet, scheduler = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
+    if not isinstance(unet, UNet2DModel):
+        raise LabError(f"{path}: the denoiser is a {type(unet).__name__}; the lab attacks UNet2DModel denoisers")
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise LabError(f"{path}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM/DDIM schedule)")
+    if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+        raise LabError(f"{path}: the denoiser predicts {scheduler.config.prediction_type!r}; the attacks need epsilon prediction")
+    autoencoder = None
+    if kind == "LDMPipeline":
+        autoencoder = getattr(pipe, "vqvae", None)
+        if not isinstance(autoencoder, (AutoencoderKL, VQModel)):
+            raise LabError(f"{path}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel")
+        if unet.config.in_channels != latent_channels(autoencoder):
+            raise LabError(
+                f"{path}: the UNet takes {unet.config.in_channels}-channel inputs but the autoencoder makes "
+                f"{latent_channels(autoencoder)}-channel latents"
+            )
+        autoencoder = autoencoder.eval().requires_grad_(False)
     meta_path = path / "target.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    target = Target(pipe.unet.eval().requires_grad_(False), pipe.scheduler, split, split_path, path, meta)
-    want = (split.preprocess["channels"], split.preprocess["image_size"], split.preprocess["image_size"])
-    if target.image_shape != want:
-        raise LabError(f"the split's images have shape {want} but the target {path} takes {target.image_shape}")
-    return target
+    return Target(unet.eval().requires_grad_(False), scheduler, None, None, path, meta, autoencoder)
+
+
+def load_target(path: str | Path, split_file: str | Path | None = None) -> Target:
+    """The target in a pipeline folder with its split (`split.json` beside it unless named)."""
+    path = Path(path)
+    target = load_pipeline(path)
+    return target.with_split(Path(split_file) if split_file else path / "split.json")

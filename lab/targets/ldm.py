@@ -1,0 +1,114 @@
+"""Latent-diffusion target (Rombach et al. 2022): an autoencoder, then a DDPM on its latents.
+
+    z0 = s * E(x0)   (frozen autoencoder: posterior mean or pre-quantisation code, `autoencoder.encode`)
+    L(theta) = E_{x0 ~ members, t, e} || e_theta(sqrt(abar_t) z0 + sqrt(1 - abar_t) e, t) - e ||^2
+
+Stage 1 (`lab.targets.autoencoder`) trains the autoencoder on the members in its own Lightning
+run when the fit starts, and saves it to `<default_root_dir>/autoencoder/` (a rerun or a resumed
+fit loads it from there); or it is loaded from a pretrained folder. Stage 2 is `PixelDDPM`'s
+training on latents: the same epochs, exports, EMA, DP-SGD (which then covers the UNet only; the
+privacy record says so when the autoencoder saw the members) and TensorBoard logs. Exports are
+`LDMPipeline` folders, so a plain diffusers pipeline samples from them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lab.errors import LabError
+from lab.targets.autoencoder import STAGE_META, AutoencoderStage, downsampling, encode, latent_channels, load_autoencoder, train_autoencoder
+from lab.targets.ddpm import PixelDDPM
+from lab.targets.dp import DPSGD
+
+
+class LatentDiffusion(PixelDDPM):
+    """A latent DDPM; arguments as `PixelDDPM`, plus `autoencoder` (`AutoencoderStage`).
+
+    `image_size` and `channels` are the images' (linked from the data); the UNet's input is the
+    latent: `latent_channels` x (image_size / 2^(autoencoder levels - 1)).
+    """
+
+    clip_sample = False  # latents are not bounded to [-1, 1]
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 1,
+        autoencoder: AutoencoderStage | None = None,
+        block_out_channels: tuple[int, ...] = (64, 64),
+        layers_per_block: int = 1,
+        attention: bool = False,
+        norm_num_groups: int = 8,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float | None = None,
+        dp: DPSGD | None = None,
+    ):
+        self.autoencoder_stage = autoencoder or AutoencoderStage()
+        self.autoencoder_record: dict | None = None
+        super().__init__(
+            image_size, channels, block_out_channels, layers_per_block, attention, norm_num_groups,
+            num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp,
+        )
+
+    def denoiser_input(self) -> tuple[int, int]:
+        """Build (or load) the autoencoder; the UNet denoises its latents."""
+        channels, size = self.hparams.channels, self.hparams.image_size
+        self.autoencoder = self.autoencoder_stage.build(channels, size).eval().requires_grad_(False)
+        if self.autoencoder.config.in_channels != channels:
+            raise LabError(f"the autoencoder takes {self.autoencoder.config.in_channels}-channel images but the data has {channels}")
+        factor = downsampling(self.autoencoder)
+        if size % factor:
+            raise LabError(f"image_size {size} is not divisible by the autoencoder's downsampling factor {factor}")
+        return latent_channels(self.autoencoder), size // factor
+
+    @property
+    def first_stage(self):
+        return self.autoencoder
+
+    def train(self, mode: bool = True):
+        """The autoencoder stays frozen in eval mode while the UNet trains."""
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    @torch.no_grad()
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        return encode(self.autoencoder, x0)
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self.autoencoder_stage.pretrained or self.autoencoder_record is not None:
+            return
+        out = Path(self.trainer.default_root_dir) / "autoencoder"
+        split_hash = self.trainer.datamodule.split.content_hash
+        if (out / STAGE_META).is_file():
+            record = json.loads((out / STAGE_META).read_text())
+            if record.get("split_hash") != split_hash:
+                raise LabError(f"{out} holds an autoencoder trained on another membership split: use another default_root_dir or remove it")
+            self.autoencoder = load_autoencoder(out).eval().requires_grad_(False)
+        else:
+            if self.trainer.world_size > 1:
+                raise LabError("train the autoencoder in one process first (or set model.autoencoder.pretrained), then fit on several")
+            outer = self.trainer.logger
+            logger = TensorBoardLogger(outer.log_dir, name="autoencoder", version="") if isinstance(outer, TensorBoardLogger) else False
+            accelerator = "gpu" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
+            record = train_autoencoder(self.autoencoder.requires_grad_(True), self.autoencoder_stage, self.trainer.datamodule, out, accelerator, logger)
+            self.autoencoder.eval().requires_grad_(False)
+        self.autoencoder_record = record
+
+    def export_meta(self) -> dict:
+        meta = super().export_meta()
+        if self.autoencoder_record is not None:
+            meta["autoencoder"] = self.autoencoder_record
+            if "privacy" in meta:
+                meta["privacy"]["scope"] = "UNet only: the autoencoder was trained on the members without DP"
+        elif self.autoencoder_stage.pretrained:
+            meta["autoencoder"] = {"pretrained": self.autoencoder_stage.pretrained}
+        return meta
