@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -31,6 +33,7 @@ from torch.utils.data import DataLoader
 from lab.attacks import ATTACKS, Attack
 from lab.data import MembershipDataModule, split_from_folders
 from lab.errors import LabError, exit_on_lab_error
+from lab.gather import ShardWriter, merge_shards
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.targets.load import Target, load_pipeline, load_target, target_folders
 
@@ -52,19 +55,29 @@ def make_attacks(spec: dict | list) -> dict[str, Attack]:
     return attacks
 
 
-def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float]:
-    """Rows, values, denoiser calls and backward passes per example, and examples/s of one attack."""
+def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float] | None:
+    """Rows, values, denoiser calls and backward passes per example, and examples/s of one attack.
+
+    Under DDP (`trainer_kwargs` with a `ddp`/`ddp_spawn` strategy) every rank scores its shard and
+    rank 0 gets all of them, each example once; other ranks get None.
+    """
+    shards = tempfile.mkdtemp(prefix="lab_predict_")
+    writer = ShardWriter(shards)
     trainer = pl.Trainer(
         logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-        inference_mode=not attack.needs_grad, **trainer_kwargs,
+        inference_mode=not attack.needs_grad, callbacks=[writer], **trainer_kwargs,
     )
-    start = time.perf_counter()
-    outputs = trainer.predict(attack, loader)
-    seconds = time.perf_counter() - start
-    rows = torch.cat([o["rows"] for o in outputs]).numpy()
-    values = torch.cat([o["values"] for o in outputs])
-    calls = sum(o["calls"] * len(o["rows"]) for o in outputs) / len(rows)
-    grads = sum(o["grads"] * len(o["rows"]) for o in outputs) / len(rows)
+    try:
+        start = time.perf_counter()
+        trainer.predict(attack, loader, return_predictions=False)
+        seconds = time.perf_counter() - start
+        if not trainer.is_global_zero:
+            return None
+        rows, values, calls, grads = merge_shards(writer.directory)
+    finally:
+        shutil.rmtree(shards, ignore_errors=True)
+        if trainer.is_global_zero:
+            shutil.rmtree(writer.directory, ignore_errors=True)
     return rows, values, calls, grads, len(rows) / seconds
 
 
@@ -92,7 +105,10 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
     loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
     frames = []
     for key, attack in attacks.items():
-        rows, values, calls, grads, speed = predict(attack.bind(target), loader, trainer_kwargs or {})
+        result = predict(attack.bind(target), loader, trainer_kwargs or {})
+        if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
+            continue
+        rows, values, calls, grads, speed = result
         if sorted(rows.tolist()) != list(range(len(target.split.ids))):
             raise LabError(f"{key}: the attack did not score every example exactly once")
         scores = learned_scores(attack, values, rows, target) if attack.learned else values.numpy().astype(np.float64)
@@ -117,7 +133,7 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def folder_split(target: Path, members: str | None, nonmembers: str | None, out_dir: Path, seed: int) -> Path:
@@ -152,7 +168,10 @@ def run(
         split = folder_split(folders[0], members, nonmembers, out_dir, split_seed)
     targets = [load_target(f, split) for f in folders]  # all checked before any work
     built = make_attacks(attacks)
-    scores = pd.concat([score_target(t, built, batch_size, trainer) for t in targets], ignore_index=True)
+    per_target = [score_target(t, built, batch_size, trainer) for t in targets]
+    if any(s is None for s in per_target):  # a DDP rank other than 0
+        return None, None, out_dir
+    scores = pd.concat(per_target, ignore_index=True)
     table = metrics_table(scores, bootstrap=bootstrap)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(scores, out_dir / "scores.csv")
@@ -197,6 +216,8 @@ def main(args: list[str] | None = None) -> None:
             cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer,
             cfg.members, cfg.nonmembers, cfg.split_seed,
         )
+    if table is None:  # a DDP rank other than 0: rank 0 reports
+        return
     print(format_summary(table))
     print(f"\nscores, metrics and plots: {out}/  TensorBoard: tensorboard --logdir {out}/tensorboard")
 

@@ -43,6 +43,12 @@ class ScheduledExport(pl.Callback):
             raise ValueError(f"export epochs are 1-based, got {self.epochs}")
         self.dirpath, self.export_last = dirpath, export_last
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remove half-built exports a killed run left behind (never listed as targets)."""
+        if trainer.is_global_zero:
+            for stale in Path(self.dirpath or trainer.default_root_dir).glob("epoch_*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         last = self.export_last and epoch == trainer.max_epochs

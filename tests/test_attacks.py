@@ -63,6 +63,14 @@ def test_scores_are_deterministic_and_batch_size_free(tiny_target, name):
     np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", list(COSTS))
+def test_every_attack_is_bit_identical_when_rerun_with_its_seed(tiny_target, name):
+    settings, _ = COSTS[name]
+    a = score_target(tiny_target, make_attacks({name: settings}), batch_size=16)
+    b = score_target(tiny_target, make_attacks({name: settings}), batch_size=16)
+    assert np.array_equal(a.score.to_numpy(), b.score.to_numpy())
+
+
 def test_loss_and_pia_find_members_of_an_overfitted_target(overfit_target):
     table = score_target(load_target(overfit_target), make_attacks(["loss", "pia"]))
     for attack, g in table.groupby("attack"):

@@ -45,7 +45,10 @@ class BlackBox(Attack):
         super().bind(target)
         path = self.cache_path(target)
         if path is not None and path.is_file():
-            self.samples = load_file(path)["samples"]
+            try:
+                self.samples = load_file(path)["samples"]  # safetensors: data only, never code
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+                raise LabError(f"blackbox: the sample cache {path} is not a valid safetensors file ({e}); delete it to regenerate") from None
         else:
             self.samples = self.generate(target)
             self.setup_calls = self.hparams.num_samples * self.hparams.steps

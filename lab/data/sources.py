@@ -62,6 +62,8 @@ def _folder(root: str | None) -> RawImages:
     for f in files:
         try:
             with Image.open(f) as im:
+                if im.mode == "F" and not np.isfinite(np.asarray(im)).all():
+                    raise ValueError("it holds NaN or infinite pixel values")
                 im = im.convert("L") if im.mode in ("1", "L", "I", "I;16", "F") else im.convert("RGB")
                 arr = np.asarray(im, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -123,4 +125,6 @@ def to_model_tensor(images: list[np.ndarray], image_size: int, channels: int) ->
         if x.shape[-2:] != (image_size, image_size):
             x = F.interpolate(x[None], size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)[0]
         out[i] = x.clamp(0, 1) * 2 - 1
+    if not torch.isfinite(out).all():
+        raise LabError("the images hold NaN or infinite values")
     return out

@@ -95,7 +95,10 @@ class LatentDiffusion(PixelDDPM):
             self.autoencoder = load_autoencoder(out).eval().requires_grad_(False)
         else:
             if self.trainer.world_size > 1:
-                raise LabError("train the autoencoder in one process first (or set model.autoencoder.pretrained), then fit on several")
+                raise LabError(
+                    "train the autoencoder in one process first (lab.fit with --trainer.max_epochs 0 trains only it) "
+                    "or set model.autoencoder.pretrained, then fit on several"
+                )
             outer = self.trainer.logger
             logger = TensorBoardLogger(outer.log_dir, name="autoencoder", version="") if isinstance(outer, TensorBoardLogger) else False
             accelerator = "gpu" if self.trainer.strategy.root_device.type == "cuda" else "cpu"

@@ -74,7 +74,7 @@ def target_folders(path: str | Path) -> list[Path]:
         raise LabError(f"target folder not found: {path}")
     if is_pipeline_folder(path):
         return [path]
-    found = sorted(p for p in path.iterdir() if p.is_dir() and is_pipeline_folder(p))
+    found = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.endswith(".tmp") and is_pipeline_folder(p))
     if not found:
         raise LabError(f"{path} is no diffusers pipeline folder (no model_index.json) and holds none")
     return found
