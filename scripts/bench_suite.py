@@ -103,13 +103,14 @@ def attack_rows(target, loader, names: list[str], repeats: int) -> list[tuple]:
         calls, grads = result["calls"], result["grads"]
         overhead = step / (calls * forward) if calls and not grads else float("nan")
         detail = f"{calls:.0f} calls/ex, {grads:.0f} grads/ex, {speed:.0f} ex/s, peak +{memory:.0f} MB at batch {len(x0)}"
-        out.append((f"attack {name}: overhead", overhead, "< 1.15" if not grads else "n/a (backward)", detail))
+        goal = "n/a (backward)" if grads else "< 1.15" if calls else "n/a (0 calls)"
+        out.append((f"attack {name}: overhead", overhead, goal, detail))
     return out
 
 
-def growth_rows(target, dataset, batch: int, quick: bool) -> list[tuple]:
+def growth_rows(target, dataset, batch: int, repeats: int) -> list[tuple]:
     attack = make_attacks(["pia"])["pia"].bind(target)
-    n = 64 if quick else 128
+    n = len(dataset) // 4
 
     def run(count: int):
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=batch)
@@ -117,11 +118,11 @@ def growth_rows(target, dataset, batch: int, quick: bool) -> list[tuple]:
             for x, r in loader:
                 attack.predict_step((x, r))
 
-    small, large = timed(lambda: run(n), 1), timed(lambda: run(4 * n), 1)
+    small, large = timed(lambda: run(n), repeats), timed(lambda: run(4 * n), repeats)
     x0, rows = next(iter(torch.utils.data.DataLoader(dataset, batch_size=batch)))
     losses = {k: make_attacks({"loss": {"num_noise": k}})["loss"].bind(target) for k in (2, 8)}
     with torch.inference_mode():
-        few, many = (timed(lambda a=losses[k]: a.predict_step((x0, rows)), 1) for k in (2, 8))
+        few, many = (timed(lambda a=losses[k]: a.predict_step((x0, rows)), repeats) for k in (2, 8))
     return [
         (f"growth: {4 * n} vs {n} examples (pia)", large / (4 * small), "~1 (linear)", f"{small:.2f} s vs {large:.2f} s"),
         ("growth: 32 vs 8 calls/ex (loss)", many / (4 * few), "~1 (linear)", f"{few:.2f} s vs {many:.2f} s"),
@@ -147,13 +148,28 @@ def ddp_rows(target, dataset, batch: int) -> list[tuple]:
     ]
 
 
+HEADER = ("figure", "ratio", "goal", "measured")
+
+
+def format_row(row: tuple) -> str:
+    name, ratio, goal, detail = row
+    return f"{name:<42}  {ratio if isinstance(ratio, str) else f'{ratio:.3f}':>7}  {goal:<16}  {detail}"
+
+
+def print_rows(rows: list[tuple], header: bool = False) -> None:
+    """Each section as it is measured (the whole table is printed again at the end)."""
+    print("\n".join(format_row(r) for r in ([HEADER] if header else []) + rows), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small runs: under 2 minutes on 2 CPU cores")
     ap.add_argument("--batch", type=int, default=64, help="attack batch size (lab.attack's default)")
     args = ap.parse_args()
     start = time.perf_counter()
+    repeats = 1 if args.quick else 3
     table = training_rows(args.quick)
+    print_rows(table, header=True)
     with tempfile.TemporaryDirectory() as tmp:
         target = untrained_target(Path(tmp))
         data = MembershipDataModule.from_split_file(target.split_path)
@@ -162,13 +178,15 @@ def main() -> None:
         names = ["loss", "pia", "secmi_stat", "gradient_norm"] if args.quick else list(
             yaml.safe_load(Path("configs/attack/all.yaml").read_text())["attacks"]
         )
-        table += attack_rows(target, loader, names, 1 if args.quick else 3)
-        table += growth_rows(target, dataset, args.batch, args.quick)
-        table += ddp_rows(target, dataset, args.batch)
-    width = max(len(r[0]) for r in table)
-    print(f"{'figure':<{width}}  {'ratio':>7}  {'goal':<16}  measured")
-    for name, ratio, goal, detail in table:
-        print(f"{name:<{width}}  {ratio:7.3f}  {goal:<16}  {detail}")
+        for section in (
+            lambda: attack_rows(target, loader, names, repeats),
+            lambda: growth_rows(target, dataset, args.batch, repeats),
+            lambda: ddp_rows(target, dataset, args.batch),
+        ):
+            rows = section()
+            print_rows(rows)
+            table += rows
+    print("\n" + "\n".join(format_row(r) for r in [HEADER, *table]))
     print(f"\n{'quick' if args.quick else 'full'} suite: {time.perf_counter() - start:.0f} s, {torch.get_num_threads()} threads, "
           f"{'CUDA' if torch.cuda.is_available() else 'CPU'}")
 

@@ -57,7 +57,9 @@ class _Fluctuation:
         out = torch.empty(x0.shape[0], len(self.timesteps), len(self.strengths), device=x0.device)
         for j, t in enumerate(self.timesteps):
             noise = self.noise(variants[: x0.shape[0]], rows, draw=j).repeat(n, 1, 1, 1)
-            err = (self.eps(self.q_sample(variants, t, noise), t) - noise).pow(2).flatten(1).mean(1)  # one call for all neighbours
+            # the neighbours in batches of the attack's own size: one 11x batch is ~2.5x slower per row on a CPU
+            eps = torch.cat([self.eps(chunk, t) for chunk in self.q_sample(variants, t, noise).split(x0.shape[0])])
+            err = (eps - noise).pow(2).flatten(1).mean(1)
             losses = err.view(n, x0.shape[0])
             out[:, j] = ((losses[1:] - losses[0]) / losses[0].clamp_min(1e-12)).T
         return out
