@@ -100,8 +100,8 @@ class PixelDDPM(pl.LightningModule):
         """(channels, size) of what the UNet denoises: here the images themselves."""
         return self.hparams.channels, self.hparams.image_size
 
-    def encode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Training images -> what the UNet is trained on (identity for pixel targets)."""
+    def encode(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Training images (split rows `rows`) -> what the UNet is trained on (identity for pixel targets)."""
         return x0
 
     @property
@@ -121,11 +121,11 @@ class PixelDDPM(pl.LightningModule):
         return F.mse_loss(self.unet(noisy, t).sample, noise)
 
     def training_step(self, batch, batch_idx):
-        x0, _ = batch
+        x0, rows = batch
         self._batch_rows = x0.shape[0]
         if x0.shape[0] == 0:  # an empty Poisson batch: DP-SGD still takes its (pure-noise) step
             return sum(p.sum() for p in self.unet.parameters()) * 0.0
-        x0 = self.encode(x0)
+        x0 = self.encode(x0, rows)
         k = self.dp.timesteps_per_example if self.dp is not None else 1
         loss = self.diffusion_loss(x0.repeat_interleave(k, dim=0) if k > 1 else x0)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])

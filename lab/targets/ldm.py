@@ -53,6 +53,7 @@ class LatentDiffusion(PixelDDPM):
     ):
         self.autoencoder_stage = autoencoder or AutoencoderStage()
         self.autoencoder_record: dict | None = None
+        self._latents: dict[int, torch.Tensor] = {}  # split row -> latent, filled as members are seen
         super().__init__(
             image_size, channels, block_out_channels, layers_per_block, attention, norm_num_groups,
             num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp,
@@ -80,8 +81,14 @@ class LatentDiffusion(PixelDDPM):
         return self
 
     @torch.no_grad()
-    def encode(self, x0: torch.Tensor) -> torch.Tensor:
-        return encode(self.autoencoder, x0)
+    def encode(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """s * E(x0), encoded once per member: the autoencoder is frozen and E deterministic
+        (encoding every step was ~40% of a training step of the study's latent target)."""
+        todo = [i for i, r in enumerate(rows.tolist()) if r not in self._latents]
+        if todo:
+            for i, z in zip(todo, encode(self.autoencoder, x0[todo])):
+                self._latents[int(rows[i])] = z
+        return torch.stack([self._latents[r] for r in rows.tolist()])
 
     def setup(self, stage: str) -> None:
         if stage != "fit" or self.autoencoder_stage.pretrained or self.autoencoder_record is not None:
@@ -105,6 +112,7 @@ class LatentDiffusion(PixelDDPM):
             record = train_autoencoder(self.autoencoder.requires_grad_(True), self.autoencoder_stage, self.trainer.datamodule, out, accelerator, logger)
             self.autoencoder.eval().requires_grad_(False)
         self.autoencoder_record = record
+        self._latents = {}  # the autoencoder may have changed
 
     def export_meta(self) -> dict:
         meta = super().export_meta()
