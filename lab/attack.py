@@ -27,32 +27,14 @@ import numpy as np
 import pandas as pd
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
-from sklearn.model_selection import StratifiedKFold
 from torch.utils.data import DataLoader
 
-from lab.attacks import ATTACKS, Attack
+from lab.attacks import ATTACKS, Attack, make_attacks
 from lab.data import MembershipDataModule, split_from_folders
 from lab.errors import LabError, exit_on_lab_error
 from lab.gather import ShardWriter, merge_shards
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.targets.load import Target, load_pipeline, load_target, target_folders
-
-
-def make_attacks(spec: dict | list) -> dict[str, Attack]:
-    """`{name: settings}` (or a list of names) -> attacks. A key may carry a label: 'pia/t100'."""
-    spec = {name: {} for name in spec} if isinstance(spec, list) else spec
-    attacks = {}
-    for key, settings in spec.items():
-        name = key.split("/")[0]
-        if name not in ATTACKS:
-            raise LabError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
-        try:
-            attacks[key] = ATTACKS[name](**(settings or {}))
-        except TypeError as e:
-            raise LabError(f"attack {key!r}: {e}") from None
-    if not attacks:
-        raise LabError("no attacks given")
-    return attacks
 
 
 def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float] | None:
@@ -81,24 +63,6 @@ def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[n
     return rows, values, calls, grads, len(rows) / seconds
 
 
-def learned_scores(attack: Attack, values: torch.Tensor, rows: np.ndarray, target: Target) -> np.ndarray:
-    """Fit on validation rows only. Validation gets out-of-fold scores; test gets the full fit's."""
-    split = target.split
-    is_val = np.array([split.eval_splits[r] == "validation" for r in rows])
-    member = torch.tensor([split.roles[r] == "member" for r in rows])
-    val_idx, test_idx = np.flatnonzero(is_val), np.flatnonzero(~is_val)
-    scores = np.empty(len(rows))
-    folds = min(5, int(member[val_idx].sum()), int((~member[val_idx]).sum()))
-    if folds < 2:
-        raise LabError(f"{type(attack).__name__} needs at least 2 members and 2 non-members in the validation split")
-    for fit_i, held_i in StratifiedKFold(folds, shuffle=True, random_state=attack.seed).split(val_idx, member[val_idx]):
-        attack.fit(values[val_idx[fit_i]], member[val_idx[fit_i]])
-        scores[val_idx[held_i]] = attack.decision(values[val_idx[held_i]]).numpy()
-    attack.fit(values[val_idx], member[val_idx])
-    scores[test_idx] = attack.decision(values[test_idx]).numpy()
-    return scores
-
-
 def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None) -> pd.DataFrame:
     """The scores table of every attack on one target: one row per (attack, example)."""
     data = MembershipDataModule.from_split_file(target.split_path)
@@ -111,7 +75,7 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
         rows, values, calls, grads, speed = result
         if sorted(rows.tolist()) != list(range(len(target.split.ids))):
             raise LabError(f"{key}: the attack did not score every example exactly once")
-        scores = learned_scores(attack, values, rows, target) if attack.learned else values.numpy().astype(np.float64)
+        scores = attack.finalize(values, rows, target.split)
         if not np.isfinite(scores).all():
             bad = int((~np.isfinite(scores)).sum())
             raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path}: the target or the data is broken")
@@ -130,6 +94,7 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
                     "setup_calls": attack.setup_calls,
                     "examples_per_s": speed,
                     "settings": json.dumps(attack.settings(), sort_keys=True, default=str),
+                    "split_fingerprint": target.split.fingerprint(),
                 }
             )
         )
@@ -167,6 +132,10 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
         split = folder_split(folders[0], members, nonmembers, out_dir, split_seed)
     targets = [load_target(f, split) for f in folders]  # all checked before any work
+    for t in targets:
+        if not t.split_bound:  # an external pipeline: say which ground truth was used, since nothing binds it
+            print(f"lab.attack: {t.path.name} records no split of its own; ground truth: {t.split_path} "
+                  f"(fingerprint {t.split.fingerprint()[:16]}, in scores.csv)", flush=True)
     built = make_attacks(attacks)
     per_target = [score_target(t, built, batch_size, trainer) for t in targets]
     if any(s is None for s in per_target):  # a DDP rank other than 0

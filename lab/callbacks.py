@@ -69,6 +69,7 @@ class ScheduledExport(pl.Callback):
             "global_step": trainer.global_step,
             "train_loss_epoch": float(loss) if loss is not None else None,
             "hparams": json.loads(json.dumps(dict(pl_module.hparams), default=_jsonable)),
+            "split_fingerprint": trainer.datamodule.split.fingerprint(),
         }
         meta.update(pl_module.export_meta())
         (tmp / TARGET_META).write_text(json.dumps(meta, indent=1))
@@ -105,7 +106,7 @@ class MembershipAUC(pl.Callback):
     """
 
     def __init__(self, attacks: dict | list | None = None, every_n_epochs: int = 10, batch_size: int = 64):
-        from lab.attack import make_attacks
+        from lab.attacks import make_attacks
 
         self.attacks = make_attacks(attacks or ["pia"])
         learned = [k for k, a in self.attacks.items() if a.learned]
@@ -128,8 +129,9 @@ class MembershipAUC(pl.Callback):
             with torch.inference_mode():
                 for key, attack in self.attacks.items():
                     attack.bind(target).to(pl_module.device)
-                    scores = torch.cat([attack.predict_step((x.to(pl_module.device), rows))["values"] for x, rows in loader])
-                    result = metrics.summary(scores.double().numpy(), is_member)
+                    out = [attack.predict_step((x.to(pl_module.device), rows)) for x, rows in loader]
+                    values, rows = torch.cat([o["values"] for o in out]), torch.cat([o["rows"] for o in out]).numpy()
+                    result = metrics.summary(attack.finalize(values, rows, dm.split), is_member)
                     pl_module.log(f"mia/{key}/auc", result["auc"])
                     pl_module.log(f"mia/{key}/tpr@1%fpr", result["tpr@0.01fpr"])
         finally:

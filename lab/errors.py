@@ -7,6 +7,14 @@ from contextlib import contextmanager
 class LabError(Exception):
     """A user-facing error: bad config, bad data, a split that does not match its data."""
 
+    exit_code = 2
+
+
+class Interrupted(LabError):
+    """A run stopped by a signal (SIGTERM from a scheduler): exit status 143, as a shell reports it."""
+
+    exit_code = 143
+
 
 def lab_error_in(e: BaseException | None) -> LabError | None:
     """The LabError that caused `e`, if any (following __cause__ / __context__)."""
@@ -29,4 +37,4 @@ def exit_on_lab_error(prog: str):
         if cause is None:
             raise
         print(f"{prog}: error: {cause}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(cause.exit_code)

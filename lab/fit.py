@@ -8,6 +8,7 @@ Bad input ends with a one-line `lab.fit: error: ...` and exit status 2.
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 import warnings
@@ -15,11 +16,16 @@ from pathlib import Path
 
 import torch
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lab.data import MembershipDataModule
-from lab.errors import LabError, exit_on_lab_error
+from lab.errors import Interrupted, LabError, exit_on_lab_error
+from lab.locks import folder_lock
 from lab.targets import PixelDDPM
+
+CHECKPOINT_DIR = "lightning"  # <run>/lightning/last.ckpt
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -30,11 +36,46 @@ class FitCLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.init_args.image_size")
         parser.link_arguments("data.channels", "model.init_args.channels")
 
+    def before_instantiate_classes(self) -> None:
+        """Everything a run writes follows its run folder (`trainer.default_root_dir`): TensorBoard
+        logs go to `<run>/tensorboard/`, and `<run>/lightning/last.ckpt` is written every epoch
+        (a ModelCheckpoint is added when the config has none), whatever paths the config names."""
+        config = self.config.get(self.config.get("subcommand") or "fit", self.config)
+        trainer = config["trainer"]
+        root = trainer.get("default_root_dir") or "."
+        logger = trainer.get("logger")
+        for spec in logger if isinstance(logger, list) else [logger]:
+            if getattr(spec, "class_path", "").endswith("TensorBoardLogger"):
+                spec.init_args.save_dir = root
+                spec.init_args.name = spec.init_args.get("name") or "tensorboard"
+        callbacks = trainer.get("callbacks") or []
+        checkpoints = [c for c in callbacks if getattr(c, "class_path", "").endswith("ModelCheckpoint")]
+        for spec in checkpoints:
+            spec.init_args.dirpath = str(Path(root) / CHECKPOINT_DIR)
+        if not checkpoints and trainer.get("enable_checkpointing") is not False:
+            trainer["callbacks"] = [*callbacks, Namespace(
+                class_path="lightning.pytorch.callbacks.ModelCheckpoint",
+                init_args=Namespace(dirpath=str(Path(root) / CHECKPOINT_DIR), filename="last", save_top_k=1, enable_version_counter=False),
+            )]
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """One writer per run folder; SIGTERM (a preempted job) is an error that says how to resume."""
+        root = Path(self.trainer.default_root_dir)
+        with folder_lock(root, "lab.fit"):
+            try:
+                super()._run_subcommand(subcommand)
+            except SIGTERMException:
+                epoch = self.trainer.current_epoch
+                last = root / CHECKPOINT_DIR / "last.ckpt"
+                resume = f"{last} holds the last complete epoch: rerun the same command with --ckpt_path last" if last.is_file() else "no epoch had finished"
+                raise Interrupted(f"stopped by SIGTERM during epoch {epoch + 1}; {resume}") from None
+
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the checkpoint's hyper-parameters here (weights_only): a bad file is a clear error first."""
-        ckpt = self.config.get(self.config.get("subcommand") or "fit", {}).get("ckpt_path")
+        config = self.config.get(self.config.get("subcommand") or "fit", {})
+        ckpt = config.get("ckpt_path")
         if ckpt and Path(ckpt).is_file():
-            read_checkpoint(ckpt)
+            check_hyperparameters(read_checkpoint(ckpt), config.get("model"), ckpt)
         super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
@@ -65,6 +106,30 @@ def read_checkpoint(path: str) -> dict:
     return checkpoint
 
 
+def _plain(value):
+    """A config value as plain JSON data (tuples as lists, namespaces as dicts), for comparing."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def check_hyperparameters(checkpoint: dict, model, path: str) -> None:
+    """A LabError where the config's model settings differ from the checkpoint's.
+
+    LightningCLI replaces the config's model settings with the checkpoint's when resuming, so a
+    run asked to train `block_out_channels: [16, 32]` from an `[8, 16]` checkpoint would silently
+    train and export the checkpoint's: refuse instead, naming the settings that differ."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    given = getattr(model, "init_args", None)
+    if not saved or given is None:
+        return
+    given = _plain(given)
+    differ = sorted(k for k in set(saved) & set(given) if not k.startswith("_") and _plain(saved[k]) != given[k])
+    if differ:
+        detail = "; ".join(f"{k}: checkpoint {_plain(saved[k])!r}, config {given[k]!r}" for k in differ[:3])
+        raise LabError(f"{path} was trained with other model settings than the config's ({detail}): make them match to resume")
+
+
 def check_architecture(checkpoint: dict, model: torch.nn.Module, path: str) -> None:
     """A LabError unless the checkpoint's tensors are exactly this model's (names and shapes)."""
     state, expected = checkpoint["state_dict"], model.state_dict()
@@ -76,6 +141,25 @@ def check_architecture(checkpoint: dict, model: torch.nn.Module, path: str) -> N
             f"{path} was saved from another architecture ({len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(wrong)} mis-shaped tensors, e.g. {example}): check the model config"
         )
+
+
+def fit_references(split: str | Path, config: str | Path, k: int, out: str | Path, seed: int = 0, overrides: list[str] = ()) -> list[Path]:
+    """Fit K LiRA reference targets (`out/ref_NN/`) with this CLI and the target's fit config, on
+    `lab.attacks.lira.reference_splits` of the target's split: each of the target's member count."""
+    from lab.attacks.lira import reference_splits
+    from lab.data.split import MembershipSplit
+
+    if k < 2:
+        raise LabError(f"lira needs at least 2 references, got {k}")
+    runs = []
+    for j, ref in enumerate(reference_splits(MembershipSplit.load(split), k, seed)):
+        run = Path(out) / f"ref_{j:02d}"
+        run.mkdir(parents=True, exist_ok=True)
+        ref.save(run / "reference_split.json")
+        main(["--config", str(config), "--trainer.default_root_dir", str(run), "--seed_everything", str(seed + j + 1),
+              "--data.split_file", str(run / "reference_split.json"), *overrides])
+        runs.append(run)
+    return runs
 
 
 def main(args: list[str] | None = None) -> FitCLI:

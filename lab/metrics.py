@@ -8,8 +8,11 @@ float32 and ties distinct scores (seen here: AUC 0.5 instead of 0.75), so it is 
   NaN where there are too few non-members for that FPR (the smallest FPR is 1 / N).
 - best accuracy: max over thresholds of the balanced accuracy 1 - (FPR + FNR) / 2.
 - two-stage (copymark-2410.03640): pick the threshold on validation at FPR <= alpha, apply it
-  to test, report the TPR and the FPR test actually gets.
-- bootstrap: percentile confidence intervals from resampling members and non-members.
+  to test, report the TPR and the FPR test actually gets. NaN where validation has fewer than
+  1 / alpha non-members: a 0.1% FPR cannot be picked on 100 non-members (it would really be the
+  zero-FPR threshold).
+- bootstrap: 95% percentile intervals from resampling members and non-members separately
+  (stratified: every resample keeps the split's member / non-member counts).
 """
 
 from __future__ import annotations
@@ -54,15 +57,22 @@ def summary(scores, is_member) -> dict[str, float]:
 
 
 def threshold_at_fpr(scores, is_member, fpr_target: float) -> float:
-    """The lowest threshold whose FPR (score >= threshold) stays <= fpr_target."""
+    """The lowest threshold (the one that flags the most examples) whose FPR stays <= fpr_target,
+    an example being flagged a member when score >= threshold: the score of the last point of the
+    ROC curve at or below that FPR. NaN where fewer than 1 / fpr_target non-members cannot measure it."""
     scores, is_member = _check(scores, is_member)
+    if (~is_member).sum() * fpr_target < 1:
+        return float("nan")
     fpr, _, thresholds = roc_curve(is_member, scores)
     return float(thresholds[fpr <= fpr_target].min())
 
 
 def two_stage(val_scores, val_member, test_scores, test_member, fpr_target: float) -> dict[str, float]:
+    """Threshold picked on validation at FPR <= fpr_target, applied to test: the TPR and FPR test gets."""
     thr = threshold_at_fpr(val_scores, val_member, fpr_target)
     test_scores, test_member = _check(test_scores, test_member)
+    if np.isnan(thr):
+        return {"threshold": thr, "test_tpr": float("nan"), "test_fpr": float("nan")}
     predicted = test_scores >= thr
     return {
         "threshold": thr,

@@ -66,13 +66,17 @@ def roc_figure(scores: pd.DataFrame, title: str, ax=None):
 
 
 def histogram_figure(g: pd.DataFrame, title: str):
-    fig = Figure(figsize=(4.5, 3))
-    ax = fig.subplots()
+    """Member vs non-member scores, one panel per evaluation split (never pooled), shared bins."""
+    fig = Figure(figsize=(8, 3))
+    axes = fig.subplots(1, 2, sharex=True)
     bins = np.histogram_bin_edges(g.score, bins=30)
-    for role in ("member", "nonmember"):
-        ax.hist(g[g.role == role].score, bins=bins, alpha=0.6, label=role)
-    ax.set(xlabel="score (higher = member)", ylabel="examples", title=title)
-    ax.legend(fontsize=7)
+    for ax, split in zip(axes, ("validation", "test")):
+        part = g[g.split == split]
+        for role in ("member", "nonmember"):
+            ax.hist(part[part.role == role].score, bins=bins, alpha=0.6, label=f"{role} ({(part.role == role).sum()})")
+        ax.set(xlabel="score (higher = member)", ylabel="examples", title=f"{split} split")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

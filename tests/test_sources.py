@@ -65,3 +65,41 @@ def test_incomplete_or_corrupt_cifar_archive(tmp_path):
 def test_channels_must_be_1_or_3():
     with pytest.raises(LabError, match="channels must be 1 or 3"):
         to_model_tensor([np.zeros((4, 4, 1), np.uint8)], 4, 2)
+
+
+class _Payload:
+    """A pickle that would create a file when loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path, protocol):
+    import pickle
+
+    folder = write_cifar_archive(tmp_path / "c")
+    marker = tmp_path / "pwned"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _Payload(marker), b"labels": [0]}, f, protocol=protocol)
+    with pytest.raises(LabError, match=r"refused to read CIFAR-10 batch .*data_batch_3: it names (posix|os)\.system"):
+        load_source("cifar10", str(folder))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_real_cifar_batch_layouts_load_under_the_restricted_unpickler(tmp_path, protocol):
+    import pickle
+
+    folder = write_cifar_archive(tmp_path / "c")
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1], b"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072) % 251,
+             b"filenames": [b"a.png", b"b.png"]}
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+    raw = load_source("cifar10", str(folder))
+    assert raw.images[0].shape == (32, 32, 3) and raw.images[0][0, 0, 0] == 0 and raw.images[0][0, 1, 0] == 1

@@ -13,6 +13,7 @@ from lab.attacks.pfami import PFAMI, PFAMINN
 from lab.attacks.pia import PIA, PIAN
 from lab.attacks.reconstruction import Reconstruction
 from lab.attacks.secmi import SecMINN, SecMIStat
+from lab.errors import LabError
 
 ATTACKS: dict[str, type[Attack]] = {
     "loss": LossAttack,
@@ -33,7 +34,25 @@ ATTACKS: dict[str, type[Attack]] = {
     "lira": LiRA,
 }
 
+
+def make_attacks(spec: dict | list) -> dict[str, Attack]:
+    """`{name: settings}` (or a list of names) -> attacks. A key may carry a label: 'pia/t100'."""
+    spec = {name: {} for name in spec} if isinstance(spec, list) else spec
+    attacks = {}
+    for key, settings in spec.items():
+        name = key.split("/")[0]
+        if name not in ATTACKS:
+            raise LabError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
+        try:
+            attacks[key] = ATTACKS[name](**(settings or {}))
+        except TypeError as e:
+            raise LabError(f"attack {key!r}: {e}") from None
+    if not attacks:
+        raise LabError("no attacks given")
+    return attacks
+
+
 __all__ = [
-    "ATTACKS", "Attack", "LearnedAttack", "BlackBox", "Blind", "GradientNorm", "GrayBox", "GSA1", "GSA2", "LiRA",
+    "ATTACKS", "make_attacks", "Attack", "LearnedAttack", "BlackBox", "Blind", "GradientNorm", "GrayBox", "GSA1", "GSA2", "LiRA",
     "LossAttack", "MultistepLossAttack", "PFAMI", "PFAMINN", "PIA", "PIAN", "Reconstruction", "SecMINN", "SecMIStat",
 ]

@@ -15,7 +15,10 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedKFold
 
+from lab.data.split import MembershipSplit
+from lab.errors import LabError
 from lab.targets.autoencoder import decode, encode
 from lab.targets.load import Target
 
@@ -101,6 +104,12 @@ class Attack(pl.LightningModule):
     def score(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def finalize(self, values: torch.Tensor, rows: np.ndarray, split: MembershipSplit) -> np.ndarray:
+        """Final scores once every example's `values` are in (one row each, any order): the scores
+        themselves here; attacks whose score needs all examples (a classifier, pooled statistics)
+        override it."""
+        return values.numpy().astype(np.float64)
+
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         x0, rows = batch
         self._calls = self._grads = 0
@@ -116,11 +125,30 @@ class LearnedAttack(Attack):
     """An attack whose final score comes from a model fit on validation-split features only.
 
     `features` runs on the target; `fit(features, is_member)` sees validation rows only;
-    `decision(features)` scores any rows. The runner gives validation rows out-of-fold scores
-    (cross-fitting) so thresholds picked on validation are not fit on their own labels.
+    `decision(features)` scores any rows. `finalize` cross-fits: the validation split is cut into
+    `FOLDS` stratified folds; each fold's rows are scored by the model fit on the other folds
+    (out-of-fold, so thresholds picked on validation are not fit on their own labels), and each
+    test row gets the mean of the same fold models' scores. Validation and test scores thus come
+    from the same models, and a threshold picked on one applies to the other.
     """
 
     learned = True
+    FOLDS = 5
+
+    def finalize(self, values: torch.Tensor, rows: np.ndarray, split: MembershipSplit) -> np.ndarray:
+        is_val = np.array([split.eval_splits[r] == "validation" for r in rows])
+        member = torch.tensor([split.roles[r] == "member" for r in rows])
+        val_idx, test_idx = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+        folds = min(self.FOLDS, int(member[val_idx].sum()), int((~member[val_idx]).sum()))
+        if folds < 2:
+            raise LabError(f"{type(self).__name__} needs at least 2 members and 2 non-members in the validation split")
+        scores = np.zeros(len(rows))
+        for fit_i, held_i in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(val_idx, member[val_idx]):
+            self.fit(values[val_idx[fit_i]], member[val_idx[fit_i]])
+            scores[val_idx[held_i]] = self.decision(values[val_idx[held_i]]).double().numpy()
+            if len(test_idx):
+                scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds
+        return scores
 
     def features(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -1,18 +1,28 @@
 """LiRA: likelihood-ratio attack with reference models (Carlini et al. 2022; 2023 for diffusion).
 
-K reference targets are trained with `lab.fit` on random halves of the example pool
-(`train_references`, or `scripts/train_references.py`): each example is "in" exactly half of
-them and "out" of the others. With
-the loss statistic l_m(x) = log( 1/(|T| K') sum || eps_m(x_t, t) - e ||^2 ) under model m (the
-same seeded noise for every model):
+K reference targets are trained with `lab.fit` (`scripts/train_references.py`, `lab.fit.fit_references`)
+on draws from the target's example pool, each the size of the TARGET's member set (Carlini et al.
+match the shadow models' training-set size to the target's: a reference trained on more examples
+memorises less, and its in/out distributions are not the target's), balanced so that every example
+is "in" as many references as the draw allows. With the loss statistic
+l_m(x) = log( 1/(|T| K') sum || eps_m(x_t, t) - e ||^2 / d ) under model m (the same seeded noise
+for every model):
 
-    online:   score(x) = log N(l_target(x); mu_in(x), s_in(x)^2) - log N(l_target(x); mu_out(x), s_out(x)^2)
-    offline:  score(x) = (mu_out(x) - l_target(x)) / s_out(x)          (when examples are never "in")
+    online:   score(x) = log N(l_target(x); mu_in(x), s_in^2) - log N(l_target(x); mu_out(x), s_out^2)
+    offline:  score(x) = (mu_out(x) - l_target(x)) / s_out            (one-sided: a low loss is "in")
 
-mu and s are each example's mean and standard deviation over the references it was in (out of).
-Calibrating per example removes what makes an example easy or hard regardless of membership.
-The online variant is used when every example is in and out of at least 2 references, the
-offline one when every example is out of at least 2; anything else is an error.
+mu_in(x), mu_out(x) are the example's mean statistic over the references it was in (out of).
+Variance: with fewer than `GLOBAL_VARIANCE_BELOW` = 64 references (Carlini et al.: per-example
+variances need many models) s_in and s_out are global, the within-example residuals
+l_m(x) - mu(x) pooled over every example of the split (degrees of freedom: observations minus
+examples). The authors' code (tensorflow/privacy, mi_lira_2021) takes np.std of all raw in-scores,
+which also counts the spread between examples' means, and the median for mu; the pooled residual
+variance is the Gaussian model's own estimate, so it is used here. From 64 references on, or with
+`variance: per_example`, each example gets its own (unbiased) variances.
+The online variant runs when every example is in and out of at least one reference (two with
+per-example variances), the offline one when only the "out" side has that; otherwise an error.
+The statistics are computed per batch; the scores once every example has them (`finalize`), so
+the pooled variance does not depend on the batch size.
 Cost: (1 + K) x |T| x K' denoiser calls per example.
 """
 
@@ -29,33 +39,30 @@ from lab.attacks.loss import LossAttack
 from lab.data.split import MembershipSplit
 from lab.errors import LabError
 
+GLOBAL_VARIANCE_BELOW = 64  # references; Carlini et al.: per-example variances need many more than a handful
+VARIANCES = ("auto", "global", "per_example")
 
-def reference_splits(pool: MembershipSplit, k: int, seed: int = 0) -> list[MembershipSplit]:
-    """K splits of the pool in which every example is a member of exactly floor(K/2) references."""
+
+def reference_splits(pool: MembershipSplit, k: int, seed: int = 0, members: int | None = None) -> list[MembershipSplit]:
+    """K splits of the pool, each with `members` members (default: as many as the pool's own split has).
+
+    Balanced: each reference takes the examples that are "in" the fewest references so far (ties at
+    random), so every example is in floor or ceil of K x members / N references.
+    """
+    n = len(pool.ids)
+    members = pool.roles.count("member") if members is None else int(members)
+    if not 1 <= members < n:
+        raise LabError(f"lira: a reference needs between 1 and {n - 1} members, got {members}")
     rng = np.random.default_rng(seed)
-    ranks = np.argsort(rng.random((len(pool.ids), k)), axis=1)  # a random order of the K references per example
-    is_in = ranks < k // 2
-    return [
-        dataclasses.replace(pool, roles=["member" if m else "nonmember" for m in is_in[:, j]], seed=int(seed * 1000 + j))
-        for j in range(k)
-    ]
-
-
-def train_references(split: str | Path, config: str, k: int, out: str | Path, seed: int = 0, overrides: list[str] = ()) -> list[Path]:
-    """Fit K reference targets with `lab.fit` (same config as the target) on the pool's halves."""
-    from lab import fit
-
-    if k < 4:
-        raise LabError(f"lira needs at least 4 references (each example in 2 and out of 2), got {k}")
-    runs = []
-    for j, ref in enumerate(reference_splits(MembershipSplit.load(split), k, seed)):
-        run = Path(out) / f"ref_{j:02d}"
-        run.mkdir(parents=True, exist_ok=True)
-        ref.save(run / "reference_split.json")
-        fit.main(["--config", str(config), "--trainer.default_root_dir", str(run), "--seed_everything", str(seed + j + 1),
-                  "--data.split_file", str(run / "reference_split.json"), *overrides])
-        runs.append(run)
-    return runs
+    count = np.zeros(n, dtype=int)
+    out = []
+    for j in range(k):
+        order = np.lexsort((rng.random(n), count))  # fewest references first, random among equals
+        chosen = np.zeros(n, dtype=bool)
+        chosen[order[:members]] = True
+        count += chosen
+        out.append(dataclasses.replace(pool, roles=["member" if m else "nonmember" for m in chosen], seed=int(seed * 1000 + j)))
+    return out
 
 
 def reference_exports(references: str | Path, epoch: int | None) -> list[Path]:
@@ -77,10 +84,14 @@ def reference_exports(references: str | Path, epoch: int | None) -> list[Path]:
 class LiRA(LossAttack):
     pixel_input = True  # each model (target, references) encodes with its own autoencoder
 
-    def __init__(self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4, seed: int = 0):
+    def __init__(
+        self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4, variance: str = "auto", seed: int = 0
+    ):
         super().__init__(timesteps=timesteps, num_noise=num_noise, seed=seed)
         self.save_hyperparameters()
-        self.references = references
+        if variance not in VARIANCES:
+            raise LabError(f"lira: variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+        self.references, self.variance = references, variance
 
     def bind(self, target) -> "LiRA":
         from lab.targets.load import load_target
@@ -97,13 +108,15 @@ class LiRA(LossAttack):
             if missing:
                 raise LabError(f"lira: reference {ref.path} was not trained on the target's pool (e.g. {missing[0]} is missing)")
             self.is_in[m] = torch.tensor([role[i] == "member" for i in ids])
+        self.global_variance = self.variance == "global" or (self.variance == "auto" and len(refs) < GLOBAL_VARIANCE_BELOW)
+        need = 1 if self.global_variance else 2
         n_in, n_out = self.is_in.sum(0), (~self.is_in).sum(0)
-        if bool((n_in >= 2).all() and (n_out >= 2).all()):
+        if bool((n_in >= need).all() and (n_out >= need).all()):
             self.online = True
-        elif bool((n_out >= 2).all()):
+        elif bool((n_out >= need).all()):
             self.online = False
         else:
-            raise LabError(f"lira: every example must be out of at least 2 of the {len(refs)} references: train more")
+            raise LabError(f"lira: every example must be out of at least {need} of the {len(refs)} references: train more")
         self.setup_calls = 0
         return self
 
@@ -120,19 +133,32 @@ class LiRA(LossAttack):
             self.autoencoder = autoencoder.to(x0.device) if autoencoder is not None else None
             stats.append(self.statistic(x0, rows))
         self.unet, self.autoencoder = self.models[0]
-        target, refs = stats[0], torch.stack(stats[1:])  # (B,), (K, B)
-        is_in = self.is_in[:, rows.cpu()].to(x0.device)
-        mu_out, s_out = _masked_stats(refs, ~is_in)
-        if not self.online:
-            return (mu_out - target) / s_out
-        mu_in, s_in = _masked_stats(refs, is_in)
-        return _log_normal(target, mu_in, s_in) - _log_normal(target, mu_out, s_out)
+        return torch.stack(stats, 1)  # (B, 1 + K): scored in `finalize`, once every example has them
+
+    def finalize(self, values, rows, split):
+        stats = values.double().T  # (1 + K, N)
+        return lira_scores(stats[0], stats[1:], self.is_in[:, torch.as_tensor(rows)], self.global_variance, self.online).numpy()
 
 
-def _masked_stats(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def lira_scores(target: torch.Tensor, refs: torch.Tensor, is_in: torch.Tensor, global_variance: bool, online: bool) -> torch.Tensor:
+    """Scores from the target's statistic (B,), the references' (K, B) and who was in which (K, B);
+    a global variance pools over all B examples."""
+    mu_out, s_out = _masked_stats(refs, ~is_in, global_variance)
+    if not online:
+        return (mu_out - target) / s_out
+    mu_in, s_in = _masked_stats(refs, is_in, global_variance)
+    return _log_normal(target, mu_in, s_in) - _log_normal(target, mu_out, s_out)
+
+
+def _masked_stats(values: torch.Tensor, mask: torch.Tensor, pooled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example means over the masked references, and the per-example or pooled standard deviation."""
     n = mask.sum(0)
-    mean = (values * mask).sum(0) / n
-    var = ((values - mean).pow(2) * mask).sum(0) / (n - 1)
+    mean = (values * mask).sum(0) / n.clamp_min(1)
+    squares = ((values - mean).pow(2) * mask).sum(0)
+    if pooled:
+        var = (squares.sum() / (n.sum() - (n > 0).sum()).clamp_min(1)).expand_as(mean)
+    else:
+        var = squares / (n - 1)
     return mean, var.sqrt().clamp_min(1e-4)
 
 

@@ -4,7 +4,10 @@ Noise the example to step t, denoise it back with deterministic DDIM in S steps,
 
     x_t      = sqrt(abar_t) x0 + sqrt(1 - abar_t) e           (e seeded per example)
     x^0      = DDIM(x_t; t -> ... -> 0, S steps, eta = 0)
-    score    = SSIM(x^0, x0)   (metric 'ssim', torchmetrics)   or   - || x^0 - x0 ||^2   ('mse')
+    score    = SSIM(x^0, x0)   (metric 'ssim')   or   - || x^0 - x0 ||^2 / d   ('mse')
+
+SSIM is torchmetrics' with its defaults (Gaussian window, sigma 1.5, 11 px: images need at least
+11 px a side) and data range 2 (images in [-1, 1]).
 
 A model reconstructs what it memorised more faithfully. On a latent target x0 is encoded, the
 DDIM walk runs on latents, and x^0 is decoded: the comparison is always between images.
@@ -19,6 +22,8 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from lab.attacks.base import Attack
 from lab.errors import LabError
 
+SSIM_WINDOW = 11  # torchmetrics' Gaussian window at sigma 1.5
+
 
 class Reconstruction(Attack):
     pixel_input = True  # compared as images; the walk itself runs on latents for latent targets
@@ -31,6 +36,12 @@ class Reconstruction(Attack):
         if steps < 1 or timestep < steps:
             raise LabError(f"reconstruction needs 1 <= steps <= timestep, got steps {steps}, timestep {timestep}")
         self.timestep, self.steps, self.metric = int(timestep), int(steps), metric
+
+    def bind(self, target) -> "Reconstruction":
+        super().bind(target)
+        if self.metric == "ssim" and min(target.image_shape[1:]) < SSIM_WINDOW:
+            raise LabError(f"reconstruction: SSIM needs images of at least {SSIM_WINDOW} px a side, the target's are {target.image_shape[1:]}; use metric: mse")
+        return self
 
     def check_timesteps(self) -> None:
         if self.timestep >= self.num_train_timesteps:
@@ -51,4 +62,4 @@ class Reconstruction(Attack):
             x_hat = self.to_image(z_hat).clamp(-1, 1)
         if self.metric == "mse":
             return -(x_hat - x0).pow(2).flatten(1).mean(1)
-        return structural_similarity_index_measure(x_hat, x0, data_range=2.0, reduction="none", kernel_size=7 if x0.shape[-1] < 32 else 11)
+        return structural_similarity_index_measure(x_hat, x0, data_range=2.0, reduction="none")

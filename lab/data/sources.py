@@ -86,13 +86,54 @@ def _cifar10(root: str | None) -> RawImages:
     for name in CIFAR_BATCHES:
         try:
             with open(path / name, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")  # the archive's own format: trusted local file
-            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                batch = _CifarUnpickler(f, encoding="bytes").load()  # data only: see _CifarUnpickler
+            data = batch[b"data"] if isinstance(batch, dict) else None
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+                raise ValueError("expected a dict whose b'data' is an N x 3072 uint8 array")
+            data = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        except _Refused as e:
+            raise LabError(f"refused to read CIFAR-10 batch {path / name}: {e}") from None
         except Exception as e:  # noqa: BLE001 - any unpickling/shape failure means a corrupt archive
             raise LabError(f"corrupt CIFAR-10 batch {path / name}: {e}") from None
         ids += [f"cifar10:{name}:{i}" for i in range(len(data))]
         images += list(data)
     return RawImages(ids, images)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _numpy(module: str, name: str):
+    """numpy's own array-rebuilding function `name` (numpy 2 moved `numpy.core` to `numpy._core`)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{module}"), name)
+    except ImportError:  # pragma: no cover - numpy 1.x
+        return getattr(importlib.import_module(f"numpy.core.{module}"), name)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10's python batches are pickles, and a pickle can name any callable to run. This one
+    admits only what those batches hold (dicts, lists, str, bytes, numbers and numpy arrays with
+    their dtypes) and refuses every other global before anything is called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy("multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy("multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"): lambda: _numpy("numeric", "_frombuffer"),  # pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"): lambda: _numpy("numeric", "_frombuffer"),
+        ("numpy", "ndarray"): lambda: np.ndarray,
+        ("numpy", "dtype"): lambda: np.dtype,
+        ("_codecs", "encode"): lambda: __import__("codecs").encode,  # bytes in protocol-2 pickles
+    }
+
+    def find_class(self, module: str, name: str):
+        make = self.ALLOWED.get((module, name))
+        if make is None:
+            raise _Refused(f"it names {module}.{name}, which a CIFAR-10 batch never holds (a crafted pickle?)")
+        return make()
 
 
 SOURCES = {"mnist": _mnist, "digits": _digits, "folder": _folder, "cifar10": _cifar10}

@@ -102,6 +102,14 @@ class MembershipSplit:
         except (ValueError, KeyError, TypeError) as e:
             raise LabError(f"split file {path} is not a valid membership split: {e}") from None
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the whole ground truth: ids, roles, evaluation splits, preprocessing and the
+        content hash (the pixels). Recorded in each export's target.json at fit time, so a split
+        whose roles or evaluation splits were edited afterwards is refused."""
+        truth = {"ids": self.ids, "roles": self.roles, "eval_splits": self.eval_splits,
+                 "preprocess": self.preprocess, "content_hash": self.content_hash}
+        return hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest()
+
     def check_hash(self, content_hash: str) -> None:
         if content_hash != self.content_hash:
             raise LabError(

@@ -59,8 +59,19 @@ class Target:
         want = (split.preprocess["channels"], split.preprocess["image_size"], split.preprocess["image_size"])
         if self.image_shape != want:
             raise LabError(f"the split's images have shape {want} but the target {self.path} takes {self.image_shape}")
+        bound = self.meta.get("split_fingerprint")
+        if bound is not None and bound != split.fingerprint():
+            raise LabError(
+                f"the split {split_path} is not the one {self.path} was trained on: its ids, roles, evaluation splits "
+                f"or data differ from the fingerprint in target.json ({split.fingerprint()[:12]} != {str(bound)[:12]})"
+            )
         self.split, self.split_path = split, split_path
         return self
+
+    @property
+    def split_bound(self) -> bool:
+        """True when target.json recorded the split it was trained on (and `with_split` checked it)."""
+        return self.meta.get("split_fingerprint") is not None
 
 
 def is_pipeline_folder(path: Path) -> bool:
@@ -120,7 +131,16 @@ def load_pipeline(path: str | Path) -> Target:
             )
         autoencoder = autoencoder.eval().requires_grad_(False)
     meta_path = path / "target.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LabError(f"{meta_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise LabError(f"{meta_path} is not a JSON object")
+    if meta.get("epoch") is not None and (not isinstance(meta["epoch"], int) or isinstance(meta["epoch"], bool) or meta["epoch"] < 0):
+        raise LabError(f"{meta_path}: epoch must be a non-negative integer, got {meta['epoch']!r}")
+    if not isinstance(meta.get("split_fingerprint", ""), str):
+        raise LabError(f"{meta_path}: split_fingerprint must be a string")
     return Target(unet.eval().requires_grad_(False), scheduler, None, None, path, meta, autoencoder)
 
 

@@ -1,0 +1,144 @@
+"""Mutation check: plant plausible mistakes in the lab, one at a time, and see that a test fails.
+
+Each mutant replaces one exact snippet of a source file in a scratch copy of the repository (the
+working tree is never touched), then runs the fast formula and metric tests there. A mutant that
+no test catches is a SURVIVOR: the suite would not notice that mistake. Goal: zero survivors.
+
+    .venv/bin/python scripts/mutants.py            # all mutants (a few minutes on 2 CPU cores)
+    .venv/bin/python scripts/mutants.py --list     # what they are
+    .venv/bin/python scripts/mutants.py pian-unnormalised lira-in-out-swapped
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ["tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_metrics.py", "tests/test_learned.py"]
+
+# name: (file, exact original snippet, its replacement)
+MUTANTS = {
+    # the eight mistakes the suite must catch (issue "Numbers a reviewer can trust")
+    "pian-unnormalised": ("lab/attacks/pia.py", "        if self.normalized:\n", "        if False:\n"),
+    "secmi-up-step-swapped": (
+        "lab/attacks/secmi.py",
+        "self.ddim_step(x_tilde, t_low, self.t_sec, self.eps(x_tilde, t_low))",
+        "self.ddim_step(x_tilde, self.t_sec, t_low, self.eps(x_tilde, t_low))",
+    ),
+    "learned-validation-in-fold": (
+        "lab/attacks/base.py",
+        "self.fit(values[val_idx[fit_i]], member[val_idx[fit_i]])",
+        "self.fit(values[val_idx], member[val_idx])",
+    ),
+    "lira-in-out-swapped": (
+        "lab/attacks/lira.py",
+        "return _log_normal(target, mu_in, s_in) - _log_normal(target, mu_out, s_out)",
+        "return _log_normal(target, mu_out, s_out) - _log_normal(target, mu_in, s_in)",
+    ),
+    "gradient-norm-sign": ("lab/attacks/gradient_norm.py", "scores.append(-torch.sqrt(", "scores.append(torch.sqrt("),
+    "noise-ignores-draw": ("lab/attacks/base.py", "SeedSequence([self.seed, row, draw])", "SeedSequence([self.seed, row, 0])"),
+    "bootstrap-90": ("lab/metrics.py", "level: float = 0.95", "level: float = 0.90"),
+    "bootstrap-unstratified": (
+        "lab/metrics.py",
+        "idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])",
+        "idx = rng.choice(len(scores), len(scores))",
+    ),
+    # more plausible slips
+    "graybox-clips": ("lab/attacks/graybox.py", "clip_sample=False, thresholding=False", "thresholding=False"),
+    "gsa-leaves-of-20": ("lab/attacks/gsa.py", "min_samples_leaf=1,", "min_samples_leaf=20,"),
+    "pfami-shared-noise": ("lab/attacks/pfami.py", "draw=j * n + c", "draw=j"),
+    "pfami-difference-not-ratio": ("lab/attacks/pfami.py", "((losses[1:] - losses[0]) / losses[0].clamp_min(1e-12))", "(losses[1:] - losses[0])"),
+    "pia-random-noise": ("lab/attacks/pia.py", "eps0 = self.eps(x0, 0)", "eps0 = self.noise(x0, rows)"),
+    "pia-abs-not-pow": ("lab/attacks/pia.py", ".abs().pow(self.p)", ".pow(2)"),
+    "loss-sum-not-mean": ("lab/attacks/loss.py", "err.pow(2).flatten(1).mean(1)", "err.pow(2).flatten(1).sum(1)"),
+    "multistep-median-upper": ("lab/attacks/multistep_loss.py", '"median": lambda x: x.median(1).values', '"median": lambda x: x.quantile(0.5, 1)'),
+    "secmi-mean-not-sum": ("lab/attacks/secmi.py", "return -self.error_maps(x0).pow(2).flatten(1).sum(1)", "return -self.error_maps(x0).pow(2).flatten(1).mean(1)"),
+    "gsa2-as-gsa1": ("lab/attacks/gsa.py", "    per_timestep_backward = True\n", "    per_timestep_backward = False\n"),
+    "reconstruction-no-clamp": ("lab/attacks/reconstruction.py", "self.to_image(z_hat).clamp(-1, 1)", "self.to_image(z_hat)"),
+    "blackbox-squared": ("lab/attacks/blackbox.py", "-torch.cdist(x0.flatten(1), samples).min(1).values", "-torch.cdist(x0.flatten(1), samples).pow(2).min(1).values"),
+    "lira-per-example-variance": ("lab/attacks/lira.py", "if pooled:", "if False:"),
+    "lira-offline-sign": ("lab/attacks/lira.py", "return (mu_out - target) / s_out", "return (target - mu_out) / s_out"),
+    "lira-references-halves": ("lab/attacks/lira.py", 'members = pool.roles.count("member") if members is None', "members = n // 2 if members is None"),
+    "two-stage-highest-threshold": ("lab/metrics.py", "return float(thresholds[fpr <= fpr_target].min())", "return float(thresholds[fpr <= fpr_target][1])"),
+    "two-stage-unmeasurable": ("lab/metrics.py", "    if (~is_member).sum() * fpr_target < 1:\n        return float(\"nan\")\n    fpr, _, thresholds", "    fpr, _, thresholds"),
+    "learned-test-refit": (
+        "lab/attacks/base.py",
+        "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",
+        "scores[test_idx] = self.decision(values[test_idx]).double().numpy()",
+    ),
+}
+
+
+def scratch_copy() -> Path:
+    """The repository's tracked and untracked (not ignored) files, copied into a temporary folder."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    dest = Path(tempfile.mkdtemp(prefix="lab_mutants_"))
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    return dest
+
+
+def run_tests(repo: Path) -> tuple[bool, str]:
+    """True when every test passes. The scratch copy comes first on sys.path, before the editable install."""
+    env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS], cwd=repo, env=env, capture_output=True, text=True
+    )
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    return proc.returncode == 0, last
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+    if args.list:
+        for name, (path, old, new) in MUTANTS.items():
+            print(f"{name:30s} {path}: {old.strip()[:50]!r} -> {new.strip()[:50]!r}")
+        return 0
+    if unknown := [n for n in args.names if n not in MUTANTS]:
+        ap.error(f"unknown mutants {unknown}; see --list")
+    repo = scratch_copy()
+    try:
+        ok, last = run_tests(repo)
+        if not ok:
+            print(f"the unmutated suite fails ({last}): fix that first", file=sys.stderr)
+            return 2
+        survivors = []
+        for name in args.names or MUTANTS:
+            path, old, new = MUTANTS[name]
+            source = (repo / path).read_text()
+            if source.count(old) != 1:
+                print(f"{name:30s} STALE: the snippet is not found exactly once in {path}", flush=True)
+                survivors.append(name)
+                continue
+            (repo / path).write_text(source.replace(old, new))
+            start = time.perf_counter()
+            try:
+                passed, last = run_tests(repo)
+            finally:
+                (repo / path).write_text(source)
+            verdict = "SURVIVED" if passed else "killed"
+            print(f"{name:30s} {verdict:8s} {time.perf_counter() - start:5.0f} s  {last}", flush=True)
+            if passed:
+                survivors.append(name)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+    print(f"\n{len(survivors)} survivor(s){': ' + ', '.join(survivors) if survivors else ''}")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
