@@ -71,11 +71,41 @@ def test_every_attack_is_bit_identical_when_rerun_with_its_seed(tiny_target, nam
     assert np.array_equal(a.score.to_numpy(), b.score.to_numpy())
 
 
-def test_loss_and_pia_find_members_of_an_overfitted_target(overfit_target):
-    table = score_target(load_target(overfit_target), make_attacks(["loss", "pia"]))
-    for attack, g in table.groupby("attack"):
-        auc = metrics.summary(g.score.to_numpy(), (g.role == "member").to_numpy())["auc"]
-        assert auc > 0.7, f"{attack} AUC {auc:.3f} on a target over-fitted to 16 members"
+# Every attack that should work finds the members of an over-fitted target (16 members, 48
+# non-members, 1200 steps). Learned attacks are judged on their cross-fitted scores (validation
+# out-of-fold, test from the fold models) and must also fit their own training data.
+WORKS_WHEN_OVERFIT = {
+    "loss": {}, "multistep_loss": {}, "pia": {}, "pian": {}, "pfami": {}, "gradient_norm": {}, "reconstruction": {},
+    "graybox": {}, "blackbox": {"num_samples": 200, "steps": 20}, "secmi_nn": {}, "pfami_nn": {}, "gsa1": {}, "gsa2": {},
+}
+
+
+@pytest.mark.slow
+def test_every_attack_finds_the_members_of_an_overfitted_target(overfit_target):
+    target = load_target(overfit_target)
+    attacks = make_attacks(WORKS_WHEN_OVERFIT | {"blind": {}, "secmi_stat": {}})
+    table = score_target(target, attacks)
+    auc = {a: metrics.summary(g.score.to_numpy(), (g.role == "member").to_numpy())["auc"] for a, g in table.groupby("attack")}
+    weak = {a: round(auc[a], 3) for a in WORKS_WHEN_OVERFIT if auc[a] < 0.8}
+    assert not weak, f"AUC below 0.8 on a target over-fitted to 16 members: {weak}"
+    assert 0.25 < auc["blind"] < 0.75  # no dataset shift here: the blind baseline has nothing to find
+    # SecMI's t-error ranks this memorising target's members as LESS likely (AUC ~0.01; the sign is
+    # the authors'): a finding about SecMI on tiny over-fitted pixel models, pinned so it is not lost.
+    assert auc["secmi_stat"] < 0.2
+    # the learned attacks fit what they were trained on (their validation split)
+    from lab.data import MembershipDataModule
+
+    dm = MembershipDataModule.from_split_file(target.split_path)
+    rows = target.split.select(eval_split="validation")
+    x = torch.stack([dm.dataset()[r][0] for r in rows])
+    y = torch.tensor([target.split.roles[r] == "member" for r in rows])
+    for name in ("secmi_nn", "pfami_nn", "gsa1", "gsa2"):
+        attack = attacks[name]
+        with torch.inference_mode(not attack.needs_grad):
+            features = attack.features(x, torch.tensor(rows))
+        attack.fit(features, y)
+        train_auc = metrics.summary(attack.decision(features).double().numpy(), y.numpy())["auc"]
+        assert train_auc > 0.99, f"{name} does not fit its own training data: AUC {train_auc:.3f}"
 
 
 @pytest.mark.parametrize("name", ["secmi_nn", "pfami_nn", "gsa1", "blind"])

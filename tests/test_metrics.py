@@ -49,3 +49,44 @@ def test_bad_scores_are_refused():
         metrics.summary(np.array([0.1, np.nan]), np.array([True, False]))
     with pytest.raises(ValueError, match="both members and non-members"):
         metrics.summary(np.array([0.1, 0.2]), np.array([True, True]))
+
+
+def test_two_stage_threshold_is_the_lowest_at_the_fpr_and_unmeasurable_fprs_are_nan():
+    # 100 validation non-members scored 0..99, members 95.5..
+    non, mem = np.arange(100.0), 95.5 + np.arange(10.0)
+    scores, member = np.r_[non, mem], np.r_[np.zeros(100, bool), np.ones(10, bool)]
+    # FPR <= 1% allows one non-member (99) at or above the threshold; the lowest such threshold is
+    # member 98.5 (98 would flag two non-members: 2%)
+    assert metrics.threshold_at_fpr(scores, member, 0.01) == pytest.approx(98.5)
+    assert metrics.threshold_at_fpr(scores, member, 0.02) == pytest.approx(97.5)
+    assert np.isnan(metrics.threshold_at_fpr(scores, member, 0.001))  # 100 non-members cannot measure 0.1%
+    ts = metrics.two_stage(scores, member, scores, member, 0.001)
+    assert np.isnan(ts["test_tpr"]) and np.isnan(ts["test_fpr"])
+    ts = metrics.two_stage(scores, member, scores, member, 0.01)
+    assert ts["test_fpr"] == pytest.approx(0.01) and ts["test_tpr"] == pytest.approx(0.7)  # members 98.5 .. 104.5 flagged
+
+
+def test_bootstrap_resamples_members_and_non_members_separately():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=40)
+    member = np.r_[np.ones(7, bool), np.zeros(33, bool)]
+    counts = []
+
+    def metric(s, m):
+        counts.append(int(m.sum()))
+        return float(s[m].mean())
+
+    metrics.bootstrap_ci(scores, member, metric, n=200)
+    assert set(counts) == {7}  # stratified: every resample keeps 7 members and 33 non-members
+
+
+def test_bootstrap_interval_is_95_percent():
+    """The percentile interval of a mean of n standard normals has half-width ~1.96 / sqrt(n) (1.645 at 90%)."""
+    rng = np.random.default_rng(3)
+    n = 400
+    scores = rng.normal(size=2 * n)
+    scores[:n] = (scores[:n] - scores[:n].mean()) / scores[:n].std()  # members: mean 0, sd 1 exactly
+    member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    lo, hi = metrics.bootstrap_ci(scores, member, lambda s, m: float(s[m].mean()), n=2000)
+    half = (hi - lo) / 2 * np.sqrt(n)
+    assert 1.85 < half < 2.07, half
