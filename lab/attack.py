@@ -33,6 +33,7 @@ from lab.attacks import ATTACKS, Attack, make_attacks
 from lab.data import MembershipDataModule, split_from_folders
 from lab.errors import LabError, exit_on_lab_error
 from lab.gather import ShardWriter, merge_shards
+from lab.locks import folder_lock
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.targets.load import Target, load_pipeline, load_target, target_folders
 
@@ -125,27 +126,26 @@ def run(
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`."""
     folders = target_folders(target)
-    out_dir = Path(out) if out else Path(target) / "attacks"
-    if members or nonmembers:
-        if split:
-            raise LabError("give either --split FILE or --members/--nonmembers DIRS, not both")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        split = folder_split(folders[0], members, nonmembers, out_dir, split_seed)
-    targets = [load_target(f, split) for f in folders]  # all checked before any work
-    for t in targets:
-        if not t.split_bound:  # an external pipeline: say which ground truth was used, since nothing binds it
-            print(f"lab.attack: {t.path.name} records no split of its own; ground truth: {t.split_path} "
-                  f"(fingerprint {t.split.fingerprint()[:16]}, in scores.csv)", flush=True)
     built = make_attacks(attacks)
-    per_target = [score_target(t, built, batch_size, trainer) for t in targets]
-    if any(s is None for s in per_target):  # a DDP rank other than 0
-        return None, None, out_dir
-    scores = pd.concat(per_target, ignore_index=True)
-    table = metrics_table(scores, bootstrap=bootstrap)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(scores, out_dir / "scores.csv")
-    write_csv_atomic(table, out_dir / "metrics.csv")
-    write_report(scores, table, out_dir)
+    out_dir = Path(out) if out else Path(target) / "attacks"
+    if (members or nonmembers) and split:
+        raise LabError("give either --split FILE or --members/--nonmembers DIRS, not both")
+    with folder_lock(out_dir, "lab.attack"):  # one writer per output folder, found unusable before any scoring
+        if members or nonmembers:
+            split = folder_split(folders[0], members, nonmembers, out_dir, split_seed)
+        targets = [load_target(f, split) for f in folders]  # all checked before any work
+        for t in targets:
+            if not t.split_bound:  # an external pipeline: say which ground truth was used, since nothing binds it
+                print(f"lab.attack: {t.path.name} records no split of its own; ground truth: {t.split_path} "
+                      f"(fingerprint {t.split.fingerprint()[:16]}, in scores.csv)", flush=True)
+        per_target = [score_target(t, built, batch_size, trainer) for t in targets]
+        if any(s is None for s in per_target):  # a DDP rank other than 0
+            return None, None, out_dir
+        scores = pd.concat(per_target, ignore_index=True)
+        table = metrics_table(scores, bootstrap=bootstrap)
+        write_csv_atomic(scores, out_dir / "scores.csv")
+        write_csv_atomic(table, out_dir / "metrics.csv")
+        write_report(scores, table, out_dir)
     return scores, table, out_dir
 
 

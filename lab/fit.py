@@ -67,7 +67,8 @@ class FitCLI(LightningCLI):
             except SIGTERMException:
                 epoch = self.trainer.current_epoch
                 last = root / CHECKPOINT_DIR / "last.ckpt"
-                resume = f"{last} holds the last complete epoch: rerun the same command with --ckpt_path last" if last.is_file() else "no epoch had finished"
+                resume = (f"{last} holds the last complete epoch: rerun the same command to resume (lab.fit: with --ckpt_path last)"
+                          if last.is_file() else "no epoch had finished")
                 raise Interrupted(f"stopped by SIGTERM during epoch {epoch + 1}; {resume}") from None
 
     def _parse_ckpt_path(self) -> None:

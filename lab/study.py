@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from lab import attack as lab_attack
 from lab import fit as lab_fit
 from lab.errors import LabError, exit_on_lab_error
+from lab.locks import folder_lock
 from lab.report import roc_figure, write_csv_atomic
 
 TABLE_COLUMNS = {
@@ -41,9 +42,14 @@ TABLE_COLUMNS = {
 
 
 def fit_arm(fit_config: str, root: Path, overrides: dict) -> None:
+    """Fit an arm's target; a rerun after a kill resumes from the arm's last.ckpt (a finished fit
+    then only reloads it: its exports are already there)."""
     args = ["--config", fit_config, "--trainer.default_root_dir", str(root)]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
+    if (root / lab_fit.CHECKPOINT_DIR / "last.ckpt").is_file():
+        print(f"[{root.name}] resuming from {root / lab_fit.CHECKPOINT_DIR / 'last.ckpt'}", flush=True)
+        args += ["--ckpt_path", "last"]
     lab_fit.main(args)
 
 
@@ -136,7 +142,7 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     cfg = build_parser().parse_args(args)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-    with exit_on_lab_error("lab.study"):
+    with exit_on_lab_error("lab.study"), folder_lock(cfg.out, "lab.study"):
         table = run_study(cfg.fit_config, cfg.arms, cfg.attacks, cfg.out, cfg.batch_size, cfg.bootstrap)
     print(table.rename(columns=TABLE_COLUMNS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nreport: {Path(cfg.out) / 'report'}/  TensorBoard: tensorboard --logdir {cfg.out}")

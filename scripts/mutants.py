@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_metrics.py", "tests/test_learned.py"]
+TESTS = [
+    "tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_metrics.py", "tests/test_learned.py",
+    "tests/test_faults.py::test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one",
+]
 
 # name: (file, exact original snippet, its replacement)
 MUTANTS = {
@@ -68,6 +71,7 @@ MUTANTS = {
     "lira-references-halves": ("lab/attacks/lira.py", 'members = pool.roles.count("member") if members is None', "members = n // 2 if members is None"),
     "two-stage-highest-threshold": ("lab/metrics.py", "return float(thresholds[fpr <= fpr_target].min())", "return float(thresholds[fpr <= fpr_target][1])"),
     "two-stage-unmeasurable": ("lab/metrics.py", "    if (~is_member).sum() * fpr_target < 1:\n        return float(\"nan\")\n    fpr, _, thresholds", "    fpr, _, thresholds"),
+    "resume-without-random-states": ("lab/targets/ddpm.py", '            set_rng_states(checkpoint["rng_states"])', "            pass"),
     "learned-test-refit": (
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",

@@ -6,6 +6,7 @@ import shutil
 import signal
 
 import pytest
+import torch
 import yaml
 from conftest import TINY_CONFIG
 from test_reliability import lab_command, resumable_config, wait_for
@@ -117,3 +118,19 @@ def test_sigterm_stops_a_fit_with_an_error_that_says_how_to_resume(tmp_path):
     err = proc.stderr.read()
     assert "lab.fit: error: stopped by SIGTERM during epoch" in err and "--ckpt_path last" in err
     assert not (run / "epoch_0030").exists()
+
+
+def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Stopped after epoch 2 and resumed to 4 (as after a kill: last.ckpt is the epoch-2 state) == 4 in one go."""
+    from safetensors.torch import load_file
+
+    from lab.fit import main as fit_main
+
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", str(TINY_CONFIG), "--trainer.enable_progress_bar", "false"]
+    fit_main([*common, "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(tmp_path / "straight")])
+    fit_main([*common, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "resumed")])
+    fit_main([*common, "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", "last"])
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(tmp_path / "straight" / "epoch_0004" / weights), load_file(tmp_path / "resumed" / "epoch_0004" / weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -92,3 +92,18 @@ def test_secmi_nn_classifier_fits_separable_error_maps():
     attack = ATTACKS["secmi_nn"]()
     attack.fit(x, y)
     assert roc_auc_score(y, attack.decision(x)) > 0.99
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_lira_references_train_on_as_many_examples_as_the_target(k):
+    """Carlini et al. match the references' training-set size to the target's; every example is in
+    as many references as the draw allows (floor or ceil of K x members / pool)."""
+    from lab.attacks.lira import reference_splits
+
+    split = make_split(n_val=10, n_test=6)  # 16 members, 16 non-members: a pool of 32
+    split.roles = ["member"] * 6 + ["nonmember"] * 26  # a target trained on 6 of the 32
+    refs = reference_splits(split, k, seed=0)
+    assert [r.roles.count("member") for r in refs] == [6] * k
+    ins = np.array([[r.roles[i] == "member" for r in refs] for i in range(32)]).sum(1)
+    assert ins.min() == (k * 6) // 32 and ins.max() == -(-(k * 6) // 32)
+    assert all(r.ids == split.ids and r.eval_splits == split.eval_splits for r in refs)

@@ -12,6 +12,8 @@ post-processing, so it keeps the guarantee.
 
 from __future__ import annotations
 
+import random
+
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -24,6 +26,34 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from lab.errors import LabError
 from lab.targets.dp import DPSGD, PrivateTraining
 from lab.targets.pipelines import ddim_images, export_pipeline, sampling_pipeline
+
+
+def rng_states() -> dict:
+    """torch, numpy and python random states as tensors and plain lists (what `weights_only` loads).
+
+    Noise, timesteps, Poisson sampling and shuffling all draw from these global generators, so a run
+    resumed from an epoch-end checkpoint continues exactly as the uninterrupted run."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(state), "gauss": py_gauss},
+        **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    try:
+        torch.set_rng_state(states["torch"])
+        n = states["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        p = states["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise LabError(f"the checkpoint's random states are damaged ({type(e).__name__}: {e})") from None
 
 
 class PixelDDPM(pl.LightningModule):
@@ -151,9 +181,12 @@ class PixelDDPM(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.private is not None:
             checkpoint["privacy"] = {**self.private.report(), "state": self.private.state_dict()}
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._private_state = checkpoint.get("privacy", {}).get("state")
+        if "rng_states" in checkpoint:  # the noise, timesteps and shuffling continue as if never stopped
+            set_rng_states(checkpoint["rng_states"])
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
