@@ -14,6 +14,7 @@ histogram plots, and TensorBoard logs; prints a summary. Tables are written atom
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -31,9 +32,10 @@ from torch.utils.data import DataLoader
 
 from lab.attacks import ATTACKS, Attack, make_attacks
 from lab.data import MembershipDataModule, split_from_folders
-from lab.errors import LabError, exit_on_lab_error
+from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error
 from lab.gather import ShardWriter, merge_shards
 from lab.locks import folder_lock
+from lab.data.split import write_json_atomic
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.targets.load import Target, load_pipeline, load_target, target_folders
 
@@ -64,12 +66,42 @@ def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[n
     return rows, values, calls, grads, len(rows) / seconds
 
 
-def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None) -> pd.DataFrame:
-    """The scores table of every attack on one target: one row per (attack, example)."""
+PARTIAL_DIR = ".partial"  # <out>/.partial/: each finished (target, attack)'s scores, for a rerun after a kill
+
+
+def target_state(target: Target) -> str:
+    """What identifies a target's weights on disk: every file's path, size and modification time."""
+    files = sorted(p for p in target.path.rglob("*") if p.is_file() and "attacks" not in p.parts and ".lab_cache" not in p.parts)
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(target.path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def score_target(
+    target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None
+) -> pd.DataFrame:
+    """The scores table of every attack on one target: one row per (attack, example).
+
+    With `partial` (a folder), each finished attack's rows are kept there, and an attack whose rows
+    are there for the same target files, split and settings is not run again (a killed run resumes)."""
     data = MembershipDataModule.from_split_file(target.split_path)
     loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
     frames = []
+    state = target_state(target) if partial is not None and target.path is not None else None
     for key, attack in attacks.items():
+        stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
+                 "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
+        kept = partial / f"{target.path.name}__{key.replace('/', '-')}.csv" if state is not None else None
+        if kept is not None and kept.is_file() and kept.with_suffix(".json").is_file():
+            try:
+                if json.loads(kept.with_suffix(".json").read_text()) == stamp:
+                    frames.append(pd.read_csv(kept, float_precision="round_trip"))
+                    print(f"lab.attack: {key} on {target.path.name}: kept from an earlier run", flush=True)
+                    continue
+            except (ValueError, OSError, pd.errors.ParserError):
+                pass  # damaged: score again
         result = predict(attack.bind(target), loader, trainer_kwargs or {})
         if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
             continue
@@ -99,7 +131,24 @@ def score_target(target: Target, attacks: dict[str, Attack], batch_size: int = 6
                 }
             )
         )
+        if kept is not None:
+            write_csv_atomic(frames[-1], kept)
+            write_json_atomic(kept.with_suffix(".json"), stamp)
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def check_trainer_kwargs(kwargs: dict) -> None:
+    """A LabError for `--trainer` keys that `lightning.Trainer` does not take (with the closest names)."""
+    import difflib
+    import inspect
+
+    valid = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    for key in kwargs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=2)
+            raise LabError(f"--trainer: Trainer takes no {key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    if any(k in kwargs for k in ("logger", "callbacks", "enable_checkpointing", "inference_mode")):
+        raise LabError("--trainer: logger, callbacks, enable_checkpointing and inference_mode are set by lab.attack")
 
 
 def folder_split(target: Path, members: str | None, nonmembers: str | None, out_dir: Path, seed: int) -> Path:
@@ -127,18 +176,26 @@ def run(
     """Attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`."""
     folders = target_folders(target)
     built = make_attacks(attacks)
+    check_trainer_kwargs(trainer or {})
+    check_number("--batch_size", batch_size, minimum=1, integer=True)
+    check_number("--bootstrap", bootstrap, minimum=1, integer=True)
     out_dir = Path(out) if out else Path(target) / "attacks"
     if (members or nonmembers) and split:
         raise LabError("give either --split FILE or --members/--nonmembers DIRS, not both")
+    by_folders = bool(members or nonmembers)
+    targets = None if by_folders else [load_target(f, split) for f in folders]  # all checked before anything is written
     with folder_lock(out_dir, "lab.attack"):  # one writer per output folder, found unusable before any scoring
-        if members or nonmembers:
+        if by_folders:
             split = folder_split(folders[0], members, nonmembers, out_dir, split_seed)
-        targets = [load_target(f, split) for f in folders]  # all checked before any work
+            targets = [load_target(f, split) for f in folders]
         for t in targets:
             if not t.split_bound:  # an external pipeline: say which ground truth was used, since nothing binds it
                 print(f"lab.attack: {t.path.name} records no split of its own; ground truth: {t.split_path} "
                       f"(fingerprint {t.split.fingerprint()[:16]}, in scores.csv)", flush=True)
-        per_target = [score_target(t, built, batch_size, trainer) for t in targets]
+        # resume per (target, attack) unless Lightning relaunches this command once per process (strategy ddp)
+        relaunched = "ddp" in str((trainer or {}).get("strategy", "")) and "spawn" not in str((trainer or {}).get("strategy", ""))
+        partial = None if relaunched else out_dir / PARTIAL_DIR
+        per_target = [score_target(t, built, batch_size, trainer, partial) for t in targets]
         if any(s is None for s in per_target):  # a DDP rank other than 0
             return None, None, out_dir
         scores = pd.concat(per_target, ignore_index=True)
@@ -158,8 +215,12 @@ def format_summary(table: pd.DataFrame) -> str:
     return table[list(cols)].rename(columns=cols).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+class AttackParser(ShortErrors, ArgumentParser):
+    short_prog = "lab.attack"
+
+
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m lab.attack", description="Run membership-inference attacks on diffusion targets.")
+    p = AttackParser(prog="python -m lab.attack", description="Run membership-inference attacks on diffusion targets.")
     p.add_argument("--config", action=ActionConfigFile, help="YAML with any of the options below")
     p.add_argument("--target", type=str, required=True, help="pipeline folder, or a run folder of them")
     p.add_argument("--split", type=Optional[str], default=None, help="split file (default: split.json beside the target)")

@@ -14,7 +14,7 @@ import torch
 
 from lab import metrics
 from lab.data.datamodule import SPLIT_FILE
-from lab.errors import LabError
+from lab.errors import LabError, check_number
 from lab.targets.load import Target
 
 TARGET_META = "target.json"
@@ -38,9 +38,9 @@ class ScheduledExport(pl.Callback):
     """
 
     def __init__(self, epochs: list[int] | None = None, dirpath: str | None = None, export_last: bool = True):
+        for e in epochs or []:
+            check_number("ScheduledExport epochs (1-based)", e, minimum=1, integer=True)
         self.epochs = sorted(set(epochs or []))
-        if any(e < 1 for e in self.epochs):
-            raise ValueError(f"export epochs are 1-based, got {self.epochs}")
         self.dirpath, self.export_last = dirpath, export_last
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

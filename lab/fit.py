@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lab.data import MembershipDataModule
-from lab.errors import Interrupted, LabError, exit_on_lab_error
+from lab.errors import Interrupted, LabError, ShortErrors, exit_on_lab_error
 from lab.locks import folder_lock
 from lab.targets import PixelDDPM
 
@@ -29,6 +29,10 @@ CHECKPOINT_DIR = "lightning"  # <run>/lightning/last.ckpt
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class FitParser(ShortErrors, LightningArgumentParser):
+    short_prog = "lab.fit"
 
 
 class FitCLI(LightningCLI):
@@ -42,6 +46,9 @@ class FitCLI(LightningCLI):
         (a ModelCheckpoint is added when the config has none), whatever paths the config names."""
         config = self.config.get(self.config.get("subcommand") or "fit", self.config)
         trainer = config["trainer"]
+        for key in ("max_epochs", "max_steps"):
+            if trainer.get(key) is not None and trainer[key] < 0 and not (key == "max_steps" and trainer[key] == -1):
+                raise LabError(f"trainer.{key} must be >= 0, got {trainer[key]}")
         root = trainer.get("default_root_dir") or "."
         logger = trainer.get("logger")
         for spec in logger if isinstance(logger, list) else [logger]:
@@ -177,6 +184,7 @@ def main(args: list[str] | None = None) -> FitCLI:
             PixelDDPM,
             MembershipDataModule,
             subclass_mode_model=True,
+            parser_class=FitParser,
             save_config_kwargs={"overwrite": True},
             args=args,
         )

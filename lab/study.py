@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from lab import attack as lab_attack
 from lab import fit as lab_fit
-from lab.errors import LabError, exit_on_lab_error
+from lab.errors import LabError, ShortErrors, exit_on_lab_error
 from lab.locks import folder_lock
 from lab.report import roc_figure, write_csv_atomic
 
@@ -125,8 +125,12 @@ def run_study(fit_config: str, arms: dict, attacks: dict | list, out: str, batch
     return report(tables, scores, out_dir / "report")
 
 
+class StudyParser(ShortErrors, ArgumentParser):
+    short_prog = "lab.study"
+
+
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m lab.study", description="Train targets along an epoch schedule, attack every export, report.")
+    p = StudyParser(prog="python -m lab.study", description="Train targets along an epoch schedule, attack every export, report.")
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--fit_config", type=str, required=True, help="lab.fit YAML (its ScheduledExport sets the epochs)")
     p.add_argument("--arms", type=dict[str, Optional[dict]], default={"no_shift": {}},

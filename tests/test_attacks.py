@@ -132,7 +132,7 @@ def test_learned_attack_fits_on_validation_features_only(tiny_target, monkeypatc
     for f in torch.cat(seen):  # every fitted feature is a validation example's
         match = [r for r in range(len(feats)) if torch.allclose(feats[r], f, rtol=1e-4, atol=1e-5)]
         assert match and all(r in val_rows for r in match)
-    fitted = {r for f in seen for r in range(len(feats)) if torch.allclose(feats[r], f, rtol=1e-4, atol=1e-5)}
+    fitted = {r for f in torch.cat(seen) for r in range(len(feats)) if torch.allclose(feats[r], f, rtol=1e-4, atol=1e-5)}
     assert fitted == val_rows  # the fold models together saw the whole validation split, and nothing else
     assert len(table) == len(tiny_target.split.ids)
 

@@ -5,6 +5,8 @@ import json
 import shutil
 import signal
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -134,3 +136,117 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkey
     weights = "unet/diffusion_pytorch_model.safetensors"
     a, b = load_file(tmp_path / "straight" / "epoch_0004" / weights), load_file(tmp_path / "resumed" / "epoch_0004" / weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+FIT_BAD = [
+    (["--trainer.max_epochs", "-3"], "trainer.max_epochs must be >= 0"),
+    (["--data.batch_size", "0"], "data.batch_size must be >= 1, got 0"),
+    (["--data.batch_size", "-2"], "data.batch_size must be >= 1, got -2"),
+    (["--model.init_args.lr", "-1"], "model.lr must be > 0"),
+    (["--data.image_size", "0"], "data.image_size must be >= 1"),
+    (["--data.members", "abc"], 'Parser key "data.members"'),
+    (["--data.memberz", "3"], "did you mean --data.members"),
+    (["--trainer.max_epohcs", "3"], "did you mean --trainer.max_epochs"),
+]
+
+
+@pytest.mark.parametrize("args,message", FIT_BAD)
+def test_bad_fit_options_are_one_line_and_write_nothing(tmp_path, capsys, monkeypatch, args, message):
+    from lab.fit import main as fit_main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        fit_main(["--config", str(TINY_CONFIG), "--trainer.default_root_dir", str(tmp_path / "run"), *args])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lab.fit: error: ") and message in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_export_epoch_of_zero_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from lab.fit import main as fit_main
+
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["trainer"]["callbacks"][0]["init_args"]["epochs"] = [0, 2]
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        fit_main(["--config", str(tmp_path / "fit.yaml"), "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert "ScheduledExport epochs (1-based) must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _edit_json(path, change):
+    d = json.loads(path.read_text())
+    path.write_text(json.dumps(change(d)))
+
+
+ATTACK_BAD = [
+    (lambda t: [], ["--attacks", "{pia: {timestep: abc}}"], "attack 'pia': invalid literal for int()"),
+    (lambda t: [], ["--attacks", "{pia: {tstep: 3}}"], "attack 'pia': got an unexpected keyword argument 'tstep'"),
+    (lambda t: [], ["--trainer", "{acelerator: cpu}"], "Trainer takes no 'acelerator' (did you mean accelerator"),
+    (lambda t: [], ["--batch_size", "0"], "--batch_size must be >= 1"),
+    (lambda t: (t / "target.json").write_text("{not json"), [], "target.json is not valid JSON"),
+    (lambda t: (t / "target.json").write_text("[1, 2]"), [], "target.json is not a JSON object"),
+    (lambda t: _edit_json(t / "target.json", lambda d: {**d, "epoch": "x"}), [], "epoch must be a non-negative integer"),
+    (lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "preprocess"}), [], "not a valid membership split"),
+    (lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "sources"}), [], "not a valid membership split"),
+    (lambda t: _edit_json(t / "split.json", lambda d: {**d, "preprocess": {"image_size": 16}}), [], "preprocess needs image_size"),
+    (lambda t: _edit_json(t / "split.json", lambda d: {**d, "sources": {"member": {"name": "mnist"}}}), [], "sources need a 'member' entry"),
+    (lambda t: _edit_json(t / "split.json", lambda d: {**d, "rows": "all"}), [], "'rows' must be a list"),
+    (lambda t: (t.parent / "outfile").write_text("a file, not a folder"), ["--out", "{parent}/outfile"], "cannot write into"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(ATTACK_BAD)))
+def test_bad_attack_input_is_one_line_before_any_scoring(tiny_run, tmp_path, capsys, case):
+    from lab.attack import main as attack_main
+
+    breaks, args, message = ATTACK_BAD[case]
+    run_dir, _ = tiny_run
+    target = shutil.copytree(run_dir / "epoch_0001", tmp_path / "target")
+    breaks(target)
+    args = [a.replace("{parent}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as e:
+        attack_main(["--target", str(target), "--attacks", "[pia]", *args] if "--attacks" not in args else ["--target", str(target), *args])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lab.attack: error: ") and message in lines[0], lines
+    assert not (tmp_path / "out").exists()  # nothing written: not even the output folder
+
+
+def test_a_folder_source_refuses_the_filesystem_root_and_decompression_bombs(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from lab.data import load_source
+    from lab.data import sources
+
+    with pytest.raises(LabError, match="is the filesystem root"):
+        load_source("folder", "/")
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(sources, "MAX_PIXELS", 100)  # a 20 x 20 image now stands for a bomb: refused from its header
+    with pytest.raises(LabError, match="big.png: it is 20 x 20 pixels, more than the 100"):
+        load_source("folder", str(tmp_path))
+
+
+def test_an_attack_rerun_keeps_each_finished_target_attack_and_gives_the_same_tables(tiny_run, tmp_path, capsys):
+    from lab.attack import PARTIAL_DIR, run
+
+    run_dir, _ = tiny_run
+    target = str(run_dir / "epoch_0002")
+    run(target, {"loss": {}}, out=str(tmp_path / "resumed"), bootstrap=5)  # as if killed after the first attack
+    assert (tmp_path / "resumed" / PARTIAL_DIR / "epoch_0002__loss.csv").is_file()
+    capsys.readouterr()
+    resumed, resumed_table, _ = run(target, {"loss": {}, "pia": {}}, out=str(tmp_path / "resumed"), bootstrap=5)
+    assert "loss on epoch_0002: kept from an earlier run" in capsys.readouterr().out
+    clean, clean_table, _ = run(target, {"loss": {}, "pia": {}}, out=str(tmp_path / "clean"), bootstrap=5)
+    cols = ["attack", "id", "role", "split", "score", "settings", "split_fingerprint"]
+    pd.testing.assert_frame_equal(resumed[cols], clean[cols])
+    pd.testing.assert_frame_equal(resumed_table, clean_table)
+    # other settings are scored again, not taken from the kept rows
+    changed, _, _ = run(target, {"loss": {"timesteps": [50]}}, out=str(tmp_path / "resumed"), bootstrap=5)
+    assert "kept from an earlier run" not in capsys.readouterr().out
+    assert not np.array_equal(changed.score.to_numpy(), clean[clean.attack == "loss"].score.to_numpy())

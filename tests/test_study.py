@@ -102,3 +102,17 @@ def test_a_bad_study_arm_is_a_clear_error(tmp_path, capsys):
         main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{ok: {}, a: {attacks: [gsa9]}}", "--attacks", "[pia]", "--out", str(tmp_path)])
     assert "attacks ['gsa9'] are not among the study's attacks" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "ok").exists()  # checked before any training
+
+
+def test_a_rerun_of_the_study_resumes_instead_of_starting_over(tiny_study, capsys):
+    """A rerun (as after a kill) resumes each arm's fit from its last.ckpt, keeps the scores already
+    computed, and writes the same table."""
+    out, table = tiny_study
+    assert (out / "no_shift" / "lightning" / "last.ckpt").is_file()  # a study's fits keep a last.ckpt
+    exports = {p: p.stat().st_mtime_ns for p in (out / "no_shift").glob("epoch_*/unet/*.safetensors")}
+    capsys.readouterr()
+    again = main(["--config", "configs/study/tiny.yaml", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "[no_shift] resuming from" in printed and "kept from an earlier run" in printed
+    assert {p: p.stat().st_mtime_ns for p in exports} == exports  # finished exports are not written again
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), table.reset_index(drop=True))

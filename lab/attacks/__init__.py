@@ -43,10 +43,12 @@ def make_attacks(spec: dict | list) -> dict[str, Attack]:
         name = key.split("/")[0]
         if name not in ATTACKS:
             raise LabError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
+        if settings is not None and not isinstance(settings, dict):
+            raise LabError(f"attack {key!r}: settings must be a mapping of names to values, got {settings!r}")
         try:
             attacks[key] = ATTACKS[name](**(settings or {}))
-        except TypeError as e:
-            raise LabError(f"attack {key!r}: {e}") from None
+        except (TypeError, ValueError) as e:  # a misspelt setting, or a value of the wrong kind ('abc' for a timestep)
+            raise LabError(f"attack {key!r}: {str(e).replace('__init__() ', '')}") from None
     if not attacks:
         raise LabError("no attacks given")
     return attacks

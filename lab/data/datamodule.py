@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lab.data.sources import RawImages, load_source, to_model_tensor
 from lab.data.split import MembershipSplit, content_hash, draw_split
-from lab.errors import LabError
+from lab.errors import LabError, check_number
 
 SPLIT_FILE = "split.json"
 
@@ -75,6 +75,14 @@ class MembershipDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        check_number("data.batch_size", batch_size, minimum=1, integer=True)
+        check_number("data.num_workers", num_workers, minimum=0, integer=True)
+        if split_file is None:
+            check_number("data.image_size", image_size, minimum=1, integer=True)
+            check_number("data.members", members, minimum=1, integer=True)
+            check_number("data.nonmembers", nonmembers, minimum=1, integer=True)
+            if channels not in (1, 3) or isinstance(channels, bool):
+                raise LabError(f"data.channels must be 1 or 3, got {channels!r}")
         self.batch_size, self.num_workers = batch_size, num_workers
         self.poisson_sampling = False
         if split_file is not None:

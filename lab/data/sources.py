@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lab.errors import LabError
 
+MAX_PIXELS = 8192 * 8192  # below PIL's own bomb limit, so no image gets near it
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
@@ -55,18 +56,25 @@ def _folder(root: str | None) -> RawImages:
     path = Path(root)
     if not path.is_dir():
         raise LabError(f"image folder not found: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.resolve() == Path(path.resolve().anchor):
+        raise LabError(f"image folder {path} is the filesystem root: name the folder that holds the images")
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as e:
+        raise LabError(f"cannot list the image folder {path}: {e}") from None
     if not files:
         raise LabError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {path}")
     ids, images = [], []
     for f in files:
         try:
-            with Image.open(f) as im:
+            with Image.open(f) as im:  # lazy: the header only, so a decompression bomb is refused before decoding
+                if im.width * im.height > MAX_PIXELS:
+                    raise ValueError(f"it is {im.width} x {im.height} pixels, more than the {MAX_PIXELS:,} an image may have here (a decompression bomb?)")
                 if im.mode == "F" and not np.isfinite(np.asarray(im)).all():
                     raise ValueError("it holds NaN or infinite pixel values")
                 im = im.convert("L") if im.mode in ("1", "L", "I", "I;16", "F") else im.convert("RGB")
                 arr = np.asarray(im, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             raise LabError(f"cannot read image {f}: {e}") from None
         ids.append(f"folder:{path.name}/{f.relative_to(path).as_posix()}")  # the folder's name keeps two folders apart
         images.append(arr[..., None] if arr.ndim == 2 else arr)

@@ -55,6 +55,16 @@ class MembershipSplit:
             raise LabError("split file lists an id more than once")
         if not self.ids:
             raise LabError("split file names no examples")
+        if any(not isinstance(i, str) for i in self.ids):
+            raise LabError("split file has ids that are not strings")
+        if self.preprocess or self.sources:  # a split read from disk or drawn by the data module
+            size, channels = self.preprocess.get("image_size"), self.preprocess.get("channels")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1 or channels not in (1, 3) or isinstance(channels, bool):
+                raise LabError(f"split file's preprocess needs image_size (a positive integer) and channels (1 or 3), got {self.preprocess!r}")
+            for role in ROLES:
+                src = self.sources.get(role)
+                if not isinstance(src, dict) or not isinstance(src.get("name"), str) or not isinstance(src.get("root"), (str, type(None))):
+                    raise LabError(f"split file's sources need a {role!r} entry with a 'name' and a 'root' (string or null), got {src!r}")
 
     def select(self, role: str | None = None, eval_split: str | None = None) -> list[int]:
         """Row indices with the given role and/or eval split."""
@@ -88,6 +98,12 @@ class MembershipSplit:
             if d.get("format") != "lab.membership_split":
                 raise ValueError("not a lab membership split")
             rows = d["rows"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise ValueError("'rows' must be a list of objects")
+            if not isinstance(d["sources"], dict) or not isinstance(d["preprocess"], dict) or not isinstance(d["content_hash"], str):
+                raise ValueError("'sources' and 'preprocess' must be objects and 'content_hash' a string")
+            if not d["sources"] or not d["preprocess"]:
+                raise ValueError("'sources' and 'preprocess' must say where the data comes from and how it is prepared")
             return cls(
                 ids=[r["id"] for r in rows],
                 roles=[r["role"] for r in rows],

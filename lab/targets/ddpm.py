@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lab.errors import LabError
+from lab.errors import LabError, check_number
 from lab.targets.dp import DPSGD, PrivateTraining
 from lab.targets.pipelines import ddim_images, export_pipeline, sampling_pipeline
 
@@ -91,6 +91,15 @@ class PixelDDPM(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        check_number("model.image_size", image_size, minimum=1, integer=True)
+        check_number("model.layers_per_block", layers_per_block, minimum=1, integer=True)
+        check_number("model.norm_num_groups", norm_num_groups, minimum=1, integer=True)
+        check_number("model.num_train_timesteps", num_train_timesteps, minimum=2, integer=True)
+        check_number("model.lr", lr, above=0)
+        check_number("model.weight_decay", weight_decay, minimum=0)
+        check_number("model.warmup_steps", warmup_steps, minimum=0, integer=True)
+        if not block_out_channels or any(not isinstance(c, int) or c < 1 for c in block_out_channels):
+            raise LabError(f"model.block_out_channels must be positive integers, got {block_out_channels!r}")
         self.dp = dp if dp is not None and dp.enabled else None
         if self.dp is not None:
             self.dp.check()
