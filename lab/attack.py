@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from lab.attacks import ATTACKS, Attack, make_attacks
 from lab.data import MembershipDataModule, split_from_folders
-from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error
+from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
 from lab.gather import ShardWriter, merge_shards
 from lab.locks import folder_lock
 from lab.data.split import write_json_atomic
@@ -241,7 +241,7 @@ def build_parser() -> ArgumentParser:
 def main(args: list[str] | None = None) -> None:
     cfg = build_parser().parse_args(args)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per attack: keep it quiet
-    with exit_on_lab_error("lab.attack"):
+    with exit_on_lab_error("lab.attack"), sigterm_is_an_error("rerun the same command: finished (target, attack) scores are kept"):
         _, table, out = run(
             cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer,
             cfg.members, cfg.nonmembers, cfg.split_seed,

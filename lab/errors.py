@@ -77,3 +77,23 @@ def check_number(name: str, value, *, minimum=None, above=None, maximum=None, be
     if failed:
         wanted = " and ".join(f"{op} {b}" for b, _, op in bounds if b is not None)
         raise LabError(f"{name} must be {wanted}, got {value!r}")
+
+
+@contextmanager
+def sigterm_is_an_error(hint: str):
+    """While active, SIGTERM (a scheduler preempting the job) raises Interrupted("stopped by SIGTERM; <hint>"):
+    the CLI then prints one error line and exits 143 instead of dying silently or reporting success."""
+    import signal
+
+    def stop(signum, frame):
+        raise Interrupted(f"stopped by SIGTERM; {hint}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

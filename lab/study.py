@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from lab import attack as lab_attack
 from lab import fit as lab_fit
-from lab.errors import LabError, ShortErrors, exit_on_lab_error
+from lab.errors import LabError, ShortErrors, exit_on_lab_error, sigterm_is_an_error
 from lab.locks import folder_lock
 from lab.report import roc_figure, write_csv_atomic
 
@@ -146,7 +146,8 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     cfg = build_parser().parse_args(args)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-    with exit_on_lab_error("lab.study"), folder_lock(cfg.out, "lab.study"):
+    resume = "rerun the same command to resume: finished fits, exports and scores are kept"
+    with exit_on_lab_error("lab.study"), sigterm_is_an_error(resume), folder_lock(cfg.out, "lab.study"):
         table = run_study(cfg.fit_config, cfg.arms, cfg.attacks, cfg.out, cfg.batch_size, cfg.bootstrap)
     print(table.rename(columns=TABLE_COLUMNS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nreport: {Path(cfg.out) / 'report'}/  TensorBoard: tensorboard --logdir {cfg.out}")

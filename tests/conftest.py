@@ -38,6 +38,25 @@ def write_cifar_archive(path: Path, per_batch: int = 3, seed: int = 0) -> Path:
     return path
 
 
+def random_unet():
+    """The formula tests' fixed UNet: seeded random weights, no training, each parameter perturbed
+    (0.05 x N(0, 1)) so that its output depends on its input and on t."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return unet.float().eval()
+
+
 def fit_tiny(work: Path, *overrides: str, config: Path = TINY_CONFIG):
     """`python -m lab.fit --config configs/<config> [overrides]` run in-process in `work`.
 

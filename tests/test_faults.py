@@ -4,6 +4,7 @@ and a run folder that owns everything its run writes."""
 import json
 import shutil
 import signal
+import time
 
 import numpy as np
 import pandas as pd
@@ -143,7 +144,7 @@ FIT_BAD = [
     (["--data.batch_size", "0"], "data.batch_size must be >= 1, got 0"),
     (["--data.batch_size", "-2"], "data.batch_size must be >= 1, got -2"),
     (["--model.init_args.lr", "-1"], "model.lr must be > 0"),
-    (["--data.image_size", "0"], "data.image_size must be >= 1"),
+    (["--data.image_size", "0"], "image_size must be >= 1"),
     (["--data.members", "abc"], 'Parser key "data.members"'),
     (["--data.memberz", "3"], "did you mean --data.members"),
     (["--trainer.max_epohcs", "3"], "did you mean --trainer.max_epochs"),
@@ -192,7 +193,7 @@ ATTACK_BAD = [
     (lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "preprocess"}), [], "not a valid membership split"),
     (lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "sources"}), [], "not a valid membership split"),
     (lambda t: _edit_json(t / "split.json", lambda d: {**d, "preprocess": {"image_size": 16}}), [], "preprocess needs image_size"),
-    (lambda t: _edit_json(t / "split.json", lambda d: {**d, "sources": {"member": {"name": "mnist"}}}), [], "sources need a 'member' entry"),
+    (lambda t: _edit_json(t / "split.json", lambda d: {**d, "sources": {"member": {"name": "mnist"}}}), [], "sources need a 'nonmember' entry"),
     (lambda t: _edit_json(t / "split.json", lambda d: {**d, "rows": "all"}), [], "'rows' must be a list"),
     (lambda t: (t.parent / "outfile").write_text("a file, not a folder"), ["--out", "{parent}/outfile"], "cannot write into"),
 ]
@@ -250,3 +251,29 @@ def test_an_attack_rerun_keeps_each_finished_target_attack_and_gives_the_same_ta
     changed, _, _ = run(target, {"loss": {"timesteps": [50]}}, out=str(tmp_path / "resumed"), bootstrap=5)
     assert "kept from an earlier run" not in capsys.readouterr().out
     assert not np.array_equal(changed.score.to_numpy(), clean[clean.attack == "loss"].score.to_numpy())
+
+
+def test_sigterm_inside_a_study_or_an_attack_is_an_error_with_a_hint():
+    import os
+
+    from lab.errors import Interrupted, sigterm_is_an_error
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="stopped by SIGTERM; rerun"), sigterm_is_an_error("rerun"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+    assert signal.getsignal(signal.SIGTERM) is before and Interrupted("x").exit_code == 143
+
+
+@pytest.mark.slow
+def test_sigterm_stops_an_attack_with_exit_143_and_a_rerun_keeps_finished_attacks(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    out = tmp_path / "out"
+    args = ["--target", str(run_dir / "epoch_0002"), "--attacks", "{loss: {}, secmi_stat: {t_sec: 999, interval: 1}}", "--out", str(out)]
+    proc = lab_command("lab.attack", *args, cwd=tmp_path)
+    wait_for(lambda: (out / ".partial" / "epoch_0002__loss.csv").is_file(), 120, proc)  # loss done; secmi (999 calls an example) inside trainer.predict
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    err = proc.stderr.read()
+    assert "lab.attack: error: stopped by SIGTERM; rerun the same command" in err
+    assert not (out / "scores.csv").exists()

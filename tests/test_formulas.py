@@ -29,17 +29,9 @@ ROWS = torch.tensor([3, 0, 7, 12, 5])
 
 
 def make_unet() -> diffusers.UNet2DModel:
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return unet.float().eval()
+    from conftest import random_unet
+
+    return random_unet()
 
 
 @pytest.fixture(scope="module")

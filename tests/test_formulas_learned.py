@@ -48,17 +48,9 @@ def setup():
     """(target, reference copy of the unet, abar, x0, rows): a tiny perturbed UNet on 16x16 images."""
     from lab.targets.load import Target
 
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    unet = unet.float().eval()
+    from conftest import random_unet
+
+    unet = random_unet()
     ref = copy.deepcopy(unet).eval()  # our own copy: `bind` may switch requires_grad off on the target's
     for p in ref.parameters():
         p.requires_grad_(True)

@@ -1,5 +1,7 @@
 """Membership-inference attacks, one module each; `ATTACKS` maps config names to classes."""
 
+import re
+
 from lab.attacks.base import Attack, LearnedAttack
 from lab.attacks.blackbox import BlackBox
 from lab.attacks.blind import Blind
@@ -48,7 +50,8 @@ def make_attacks(spec: dict | list) -> dict[str, Attack]:
         try:
             attacks[key] = ATTACKS[name](**(settings or {}))
         except (TypeError, ValueError) as e:  # a misspelt setting, or a value of the wrong kind ('abc' for a timestep)
-            raise LabError(f"attack {key!r}: {str(e).replace('__init__() ', '')}") from None
+            reason = re.sub(r"^[\w.]*__init__\(\) ", "", str(e))
+            raise LabError(f"attack {key!r}: {reason}") from None
     if not attacks:
         raise LabError("no attacks given")
     return attacks
