@@ -62,7 +62,7 @@ class SecMIStat(_SecMI, Attack):
 class SecMINN(_SecMI, LearnedAttack):
     """The NN variant: a small CNN on |x~ - x~_recon| maps, trained on the validation split."""
 
-    def __init__(self, t_sec: int = 100, interval: int = 10, epochs: int = 500, lr: float = 3e-3, seed: int = 0):
+    def __init__(self, t_sec: int = 100, interval: int = 10, epochs: int = 300, lr: float = 3e-3, seed: int = 0):
         super().__init__(seed)
         self.save_hyperparameters()
         self._init_secmi(t_sec, interval)
@@ -74,7 +74,7 @@ class SecMINN(_SecMI, LearnedAttack):
 
     def _new_classifier(self, channels: int) -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
             _AvgMaxPool(), nn.Linear(64, 1),
