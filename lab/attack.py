@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader
 from lab.attacks import ATTACKS, Attack, make_attacks
 from lab.data import MembershipDataModule, split_from_folders
 from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
+from lab.data.split import write_json_atomic
 from lab.gather import ShardWriter, merge_shards
 from lab.locks import folder_lock
-from lab.data.split import write_json_atomic
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.targets.load import Target, load_pipeline, load_target, target_folders
 
@@ -71,11 +71,12 @@ PARTIAL_DIR = ".partial"  # <out>/.partial/: each finished (target, attack)'s sc
 
 def target_state(target: Target) -> str:
     """What identifies a target's weights on disk: every file's path, size and modification time."""
-    files = sorted(p for p in target.path.rglob("*") if p.is_file() and "attacks" not in p.parts and ".lab_cache" not in p.parts)
     h = hashlib.sha256()
-    for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(target.path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for p in sorted(target.path.rglob("*")):
+        rel = p.relative_to(target.path)
+        if p.is_file() and not {"attacks", ".lab_cache"} & set(rel.parts):  # not what attacks write beside it
+            st = p.stat()
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
