@@ -30,7 +30,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from torch.utils.data import DataLoader
 
-from lab.attacks import ATTACKS, Attack, make_attacks
+from lab.attacks import ATTACKS, Attack, make_attacks, sweep_timesteps
 from lab.data import MembershipDataModule, split_from_folders
 from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
 from lab.data.split import write_json_atomic
@@ -173,10 +173,14 @@ def run(
     members: str | None = None,
     nonmembers: str | None = None,
     split_seed: int = 0,
+    sweep: list[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """Attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`."""
+    """Attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`.
+
+    `sweep`: timesteps at which each single-timestep attack (loss, pia, pian, sima) runs,
+    one label each (`pia/t100`); the report then plots AUC and TPR@1%FPR against t."""
     folders = target_folders(target)
-    built = make_attacks(attacks)
+    built = make_attacks(sweep_timesteps(attacks, sweep))
     check_trainer_kwargs(trainer or {})
     check_number("--batch_size", batch_size, minimum=1, integer=True)
     check_number("--bootstrap", bootstrap, minimum=1, integer=True)
@@ -232,6 +236,8 @@ def build_parser() -> ArgumentParser:
         "--attacks", type=Union[dict[str, Optional[dict]], list[str]], default=["loss", "pia"],
         help=f"attack names, or {{name: settings}}; names: {', '.join(ATTACKS)}",
     )
+    p.add_argument("--sweep_timesteps", type=Optional[list[int]], default=None,
+                   help="run loss, pia, pian, sima at each of these timesteps (labels <attack>/t<t>) and plot AUC vs t")
     p.add_argument("--out", type=Optional[str], default=None, help="output folder (default: <target>/attacks)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for confidence intervals")
@@ -245,7 +251,7 @@ def main(args: list[str] | None = None) -> None:
     with exit_on_lab_error("lab.attack"), sigterm_is_an_error("rerun the same command: finished (target, attack) scores are kept"):
         _, table, out = run(
             cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer,
-            cfg.members, cfg.nonmembers, cfg.split_seed,
+            cfg.members, cfg.nonmembers, cfg.split_seed, cfg.sweep_timesteps,
         )
     if table is None:  # a DDP rank other than 0: rank 0 reports
         return

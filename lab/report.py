@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -81,11 +82,42 @@ def histogram_figure(g: pd.DataFrame, title: str):
     return fig
 
 
+SWEEP_LABEL = re.compile(r"^(?P<attack>.+)/t(?P<t>\d+)$")
+
+
+def sweep_figure(table: pd.DataFrame, title: str):
+    """AUC (with its bootstrap 95% band) and TPR@1%FPR against the timestep, one line per attack
+    swept (`<attack>/t<t>` labels), or None when nothing was swept."""
+    found = table.attack.str.extract(SWEEP_LABEL)
+    rows = table.assign(base=found.attack, t=pd.to_numeric(found.t)).dropna(subset=["t"])
+    if rows.empty:
+        return None
+    fig = Figure(figsize=(9, 3.8))
+    ax_auc, ax_tpr = fig.subplots(1, 2, sharex=True)
+    for base, g in rows.sort_values("t").groupby("base", sort=False):
+        line = ax_auc.plot(g.t, g.auc, marker="o", label=base)[0]
+        ax_auc.fill_between(g.t, g.auc_lo, g.auc_hi, color=line.get_color(), alpha=0.15, lw=0)
+        ax_tpr.plot(g.t, g["tpr@0.01fpr"], marker="o", color=line.get_color(), label=base)
+    ax_auc.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax_tpr.axhline(0.01, color="k", ls="--", lw=0.8)
+    ax_auc.set(xlabel="timestep t", ylabel="test AUC (95% bootstrap band)", ylim=(0, 1), title=title)
+    ax_tpr.set(xlabel="timestep t", ylabel="test TPR at 1% FPR", ylim=(0, 1), title="TPR@1%FPR")
+    if rows["tpr@0.01fpr"].isna().all():
+        ax_tpr.text(0.5, 0.5, "not measurable:\nfewer than 100 test non-members", ha="center", va="center", transform=ax_tpr.transAxes)
+    ax_auc.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def write_report(scores: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
     """Plots per target folder and TensorBoard scalars/figures/PR curves under out/tensorboard."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tensorboard"))
+    for target, t in table.groupby("target", sort=False):
+        fig = sweep_figure(t, f"timestep sweep on {target}")
+        if fig is not None:
+            fig.savefig(out / f"sweep_{target}.png", dpi=120)
     for (target, epoch), g in scores.groupby(["target", "epoch"], sort=False, dropna=False):
         step = int(epoch) if pd.notna(epoch) else 0
         fig = roc_figure(g, f"{target} (test split)")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
-    "tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_metrics.py", "tests/test_learned.py",
+    "tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_formulas_sima.py", "tests/test_metrics.py", "tests/test_learned.py",
     "tests/test_faults.py::test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one",
 ]
 
@@ -72,6 +72,8 @@ MUTANTS = {
     "two-stage-highest-threshold": ("lab/metrics.py", "return float(thresholds[fpr <= fpr_target].min())", "return float(thresholds[fpr <= fpr_target][1])"),
     "two-stage-unmeasurable": ("lab/metrics.py", "    if (~is_member).sum() * fpr_target < 1:\n        return float(\"nan\")\n    fpr, _, thresholds", "    fpr, _, thresholds"),
     "resume-without-random-states": ("lab/targets/ddpm.py", '            set_rng_states(checkpoint["rng_states"])', "            pass"),
+    "sima-noised-input": ("lab/attacks/sima.py", "return -self.norm(x0)", "return -self.norm(x0 + self.noise(x0, rows))"),
+    "sima-wrong-sign": ("lab/attacks/sima.py", "return -self.norm(x0)", "return self.norm(x0)"),
     "learned-test-refit": (
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",

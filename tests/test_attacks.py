@@ -30,6 +30,7 @@ COSTS = {
     "graybox": ({"grid_step": 50, "truncation": 100}, 2),
     "blackbox": ({"num_samples": 8, "steps": 3}, 0),
     "blind": ({}, 0),
+    "sima": ({}, 1),
 }
 GRADS = {"gsa1": 1, "gsa2": 2, "gradient_norm": 1}  # backward passes per example
 NEEDS_REFERENCES = {"lira"}  # costed in test_lira_calibrates_the_loss_with_reference_targets
@@ -77,6 +78,7 @@ def test_every_attack_is_bit_identical_when_rerun_with_its_seed(tiny_target, nam
 WORKS_WHEN_OVERFIT = {
     "loss": {}, "multistep_loss": {}, "pia": {}, "pian": {}, "pfami": {}, "gradient_norm": {}, "reconstruction": {},
     "graybox": {}, "blackbox": {"num_samples": 200, "steps": 20}, "secmi_nn": {}, "pfami_nn": {}, "gsa1": {}, "gsa2": {},
+    "sima": {},
 }
 
 
@@ -247,3 +249,20 @@ def test_a_pretrained_ddpm_pipeline_folder_with_a_given_split(tiny_run, tmp_path
         run(str(tmp_path / "pretrained"), ["pia"])
     scores, table, out = run(str(tmp_path / "pretrained"), ["pia"], split=str(run_dir / "split.json"), bootstrap=5)
     assert len(scores) == 64 and scores.epoch.isna().all() and (out / "metrics.csv").is_file()
+
+
+def test_a_timestep_sweep_runs_each_single_timestep_attack_per_t_and_plots_it(tiny_run, tmp_path):
+    from lab.attacks import sweep_timesteps
+
+    assert sweep_timesteps({"pia": {"p": 2}, "loss": {}, "secmi_stat": {}}, [10, 50]) == {
+        "pia/t10": {"p": 2, "timestep": 10}, "pia/t50": {"p": 2, "timestep": 50},
+        "loss/t10": {"timesteps": [10]}, "loss/t50": {"timesteps": [50]}, "secmi_stat": {},
+    }
+    run_dir, _ = tiny_run
+    scores, table, out = run(str(run_dir / "epoch_0002"), {"pia": {}, "sima": {}, "loss": {"num_noise": 2}}, out=str(tmp_path / "o"),
+                             bootstrap=5, sweep=[20, 100])
+    assert sorted(table.attack) == ["loss/t100", "loss/t20", "pia/t100", "pia/t20", "sima/t100", "sima/t20"]
+    calls = table.set_index("attack").calls_per_example
+    assert calls["pia/t20"] == 2 and calls["sima/t100"] == 1 and calls["loss/t20"] == 2  # each attack's own cost
+    assert json.loads(scores[scores.attack == "pia/t20"].settings.iloc[0])["timestep"] == 20
+    assert (out / "sweep_epoch_0002.png").is_file()

@@ -15,6 +15,7 @@ from lab.attacks.pfami import PFAMI, PFAMINN
 from lab.attacks.pia import PIA, PIAN
 from lab.attacks.reconstruction import Reconstruction
 from lab.attacks.secmi import SecMINN, SecMIStat
+from lab.attacks.sima import SimA
 from lab.errors import LabError
 
 ATTACKS: dict[str, type[Attack]] = {
@@ -34,6 +35,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "blackbox": BlackBox,
     "blind": Blind,
     "lira": LiRA,
+    "sima": SimA,
 }
 
 
@@ -57,7 +59,24 @@ def make_attacks(spec: dict | list) -> dict[str, Attack]:
     return attacks
 
 
+def sweep_timesteps(spec: dict | list, timesteps: list[int] | None) -> dict:
+    """Each single-timestep attack (loss, pia, pian, sima) once per t, labelled `<key>/t<t>`;
+    the other attacks as they are. The denoiser calls per example stay each attack's own."""
+    spec = {name: {} for name in spec} if isinstance(spec, list) else dict(spec)
+    if not timesteps:
+        return spec
+    out = {}
+    for key, settings in spec.items():
+        setting = getattr(ATTACKS.get(key.split("/")[0]), "sweep_setting", None)
+        if setting is None:
+            out[key] = settings
+            continue
+        for t in timesteps:
+            out[f"{key}/t{t}"] = {**(settings or {}), setting: [t] if setting == "timesteps" else t}
+    return out
+
+
 __all__ = [
-    "ATTACKS", "make_attacks", "Attack", "LearnedAttack", "BlackBox", "Blind", "GradientNorm", "GrayBox", "GSA1", "GSA2", "LiRA",
-    "LossAttack", "MultistepLossAttack", "PFAMI", "PFAMINN", "PIA", "PIAN", "Reconstruction", "SecMINN", "SecMIStat",
+    "ATTACKS", "make_attacks", "sweep_timesteps", "Attack", "LearnedAttack", "BlackBox", "Blind", "GradientNorm", "GrayBox", "GSA1", "GSA2", "LiRA",
+    "LossAttack", "MultistepLossAttack", "PFAMI", "PFAMINN", "PIA", "PIAN", "Reconstruction", "SecMINN", "SecMIStat", "SimA",
 ]

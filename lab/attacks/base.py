@@ -27,6 +27,7 @@ class Attack(pl.LightningModule):
     """Subclasses implement `score(x0, rows)`; learned attacks subclass `LearnedAttack`."""
 
     learned = False
+    sweep_setting: str | None = None  # the setting a timestep sweep varies ("timestep", or "timesteps" as [t])
     needs_grad = False  # gradient attacks: the runner turns Lightning's inference mode off
     pixel_input = False  # True: score() gets images even on latent targets
 

@@ -82,6 +82,7 @@ def reference_exports(references: str | Path, epoch: int | None) -> list[Path]:
 
 
 class LiRA(LossAttack):
+    sweep_setting = None
     pixel_input = True  # each model (target, references) encodes with its own autoencoder
 
     def __init__(

@@ -15,6 +15,7 @@ from lab.errors import LabError
 
 
 class LossAttack(Attack):
+    sweep_setting = "timesteps"
     def __init__(self, timesteps: list[int] = (100,), num_noise: int = 4, seed: int = 0):
         super().__init__(seed)
         self.save_hyperparameters()

@@ -24,6 +24,7 @@ STATISTICS = {
 
 
 class MultistepLossAttack(LossAttack):
+    sweep_setting = None  # a grid of its own
     def __init__(
         self,
         grid_step: int = 20,

@@ -20,6 +20,7 @@ from lab.errors import LabError
 
 class PIA(Attack):
     normalized = False
+    sweep_setting = "timestep"
 
     def __init__(self, timestep: int = 200, p: float = 4.0, seed: int = 0):
         super().__init__(seed)
