@@ -57,10 +57,12 @@ def roc_figure(scores: pd.DataFrame, title: str, ax=None):
     fig = ax.figure
     for attack, g in scores[scores.split == "test"].groupby("attack", sort=False):
         fpr, tpr, _ = roc_curve(g.role == "member", g.score)
-        ax.plot(fpr, tpr, label=attack)
+        auc = metrics.summary(g.score.to_numpy(), (g.role == "member").to_numpy())["auc"]
+        ax.plot(fpr, tpr, label=f"{attack} (AUC {auc:.2f})")
     floor = 1 / max(2, (scores[scores.split == "test"].role == "nonmember").sum())
     ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
-    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1), xlabel="FPR", ylabel="TPR", title=title)
+    # limits a little past 1, so that a perfect curve (TPR 1 at every FPR) is not hidden on the frame
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1.1), ylim=(floor, 1.1), xlabel="FPR (test)", ylabel="TPR (test)", title=title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -36,7 +36,7 @@ from lab.report import roc_figure, write_csv_atomic
 
 TABLE_COLUMNS = {
     "arm": "arm", "attack": "attack", "epoch": "epoch", "auc": "AUC", "auc_lo": "AUC lo", "auc_hi": "AUC hi",
-    "tpr@0.01fpr": "TPR@1%FPR", "two_stage@0.01_test_tpr": "2-stage test TPR@1%", "two_stage@0.01_test_fpr": "2-stage test FPR",
+    "tpr@0.01fpr": "TPR@1%FPR", "tpr@0.01fpr_lo": "TPR lo", "tpr@0.01fpr_hi": "TPR hi", "two_stage@0.01_test_tpr": "2-stage test TPR@1%", "two_stage@0.01_test_fpr": "2-stage test FPR",
     "n_members": "test members", "n_nonmembers": "test non-members",
 }
 
@@ -66,17 +66,24 @@ def report(tables: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame], out
     table = table[list(TABLE_COLUMNS)].sort_values(["arm", "attack", "epoch"], kind="stable")
     write_csv_atomic(table, out / "table.csv")
     (out / "table.md").write_text(markdown_table(table.rename(columns=TABLE_COLUMNS)))
+    colors = {a: f"C{i % 10}" for i, a in enumerate(sorted(table.attack.unique()))}  # one colour per attack in every panel
     for metric, name, chance in (("auc", "auc_vs_epochs", 0.5), ("tpr@0.01fpr", "tpr_vs_epochs", 0.01)):
         fig = Figure(figsize=(5 * len(tables), 4))
         axes = fig.subplots(1, len(tables), squeeze=False, sharey=True)
         for ax, (arm, t) in zip(axes[0], table.groupby("arm", sort=False)):
             for attack, g in t.groupby("attack", sort=False):
-                ax.plot(g.epoch, g[metric], marker="o", label=attack)
+                ax.plot(g.epoch, g[metric], marker="o", color=colors[attack], label=attack)
+                ax.fill_between(g.epoch, g[f"{metric}_lo"], g[f"{metric}_hi"], color=colors[attack], alpha=0.12, lw=0)
             ax.axhline(chance, color="k", ls="--", lw=0.8)
+            epochs = sorted(t.epoch.dropna().unique())
+            ax.set(xscale="log", xlim=(min(epochs) / 1.5, max(epochs) * 1.5), ylim=(-0.02, 1.02), xlabel="epochs (log scale)",
+                   ylabel=f"test {TABLE_COLUMNS[metric]} (95% bootstrap band)", title=arm)
+            ax.set_xticks(epochs, [str(int(e)) for e in epochs])
+            ax.minorticks_off()
             if t[metric].isna().all():
-                ax.text(0.5, 0.5, "not measurable:\ntoo few test non-members", ha="center", transform=ax.transAxes)
-            ax.set(xscale="log", xlim=(t.epoch.min() / 1.5, t.epoch.max() * 1.5), xlabel="epochs (log scale)", ylabel=TABLE_COLUMNS[metric], title=arm)
-        axes[0][-1].legend(fontsize=7)
+                ax.text(0.5, 0.5, "not measurable:\nfewer than 100 test non-members", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
         fig.savefig(out / f"{name}.png", dpi=120)
     for arm, s in scores.items():
