@@ -1,5 +1,11 @@
 """lab: train diffusion targets on known member sets and attack them with membership inference."""
 
+import warnings
+
 from lab.errors import LabError
+
+# torch 2.13 deprecates LeafSpec(), which Lightning 2.6 calls on every batch: one line a batch that
+# no user of the lab can act on (it filled the README's first command's log).
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 __all__ = ["LabError"]

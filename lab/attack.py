@@ -107,6 +107,8 @@ def score_target(
         if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
             continue
         rows, values, calls, grads, speed = result
+        print(f"lab.attack: {key} on {target.path.name if target.path else 'target'}: {len(rows)} examples, "
+              f"{calls:g} denoiser calls each, {len(rows) / speed:.1f} s", flush=True)
         if sorted(rows.tolist()) != list(range(len(target.split.ids))):
             raise LabError(f"{key}: the attack did not score every example exactly once")
         scores = attack.finalize(values, rows, target.split)

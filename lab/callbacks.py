@@ -79,6 +79,35 @@ class ScheduledExport(pl.Callback):
         return final
 
 
+class ProgressLines(pl.Callback):
+    """One line every few epochs (about 20 a fit) with the loss, the time taken and an ETA: what
+    `lab.fit` shows instead of a redrawn progress bar when its output is not a terminal (a log
+    file, CI, SLURM), where a bar leaves a carriage return per step."""
+
+    def __init__(self, lines: int = 20):
+        self.lines = lines
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import time
+
+        self.start, self.first_epoch = time.perf_counter(), trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import time
+
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        every = max(1, (total or 1) // self.lines) if total and total > 0 else 1
+        if not trainer.is_global_zero or (epoch % every and epoch != total):
+            return
+        elapsed = time.perf_counter() - self.start
+        done = epoch - self.first_epoch
+        eta = elapsed / done * (total - epoch) if total and total > 0 and done else float("nan")
+        loss = trainer.callback_metrics.get("train/loss_epoch")
+        loss = f"loss {float(loss):.4f}, " if loss is not None else ""
+        root = Path(trainer.default_root_dir).name
+        print(f"[{root}] epoch {epoch}/{total}: {loss}{elapsed:.0f} s, ETA {eta:.0f} s", flush=True)
+
+
 class SampleGrid(pl.Callback):
     """Log a grid of DDIM samples (fixed seed, few steps) to TensorBoard every N epochs."""
 

@@ -9,6 +9,7 @@ Bad input ends with a one-line `lab.fit: error: ...` and exit status 2.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import sys
 import warnings
@@ -56,6 +57,11 @@ class FitCLI(LightningCLI):
                 spec.init_args.save_dir = root
                 spec.init_args.name = spec.init_args.get("name") or "tensorboard"
         callbacks = trainer.get("callbacks") or []
+        if not sys.stdout.isatty() and trainer.get("enable_progress_bar") is not False:
+            # not a terminal (a log file, CI, SLURM): a line every few epochs instead of a bar redrawn per step
+            trainer["enable_progress_bar"] = False
+            callbacks = [*callbacks, Namespace(class_path="lab.callbacks.ProgressLines", init_args=Namespace(lines=20))]
+            trainer["callbacks"] = callbacks
         checkpoints = [c for c in callbacks if getattr(c, "class_path", "").endswith("ModelCheckpoint")]
         for spec in checkpoints:
             spec.init_args.dirpath = str(Path(root) / CHECKPOINT_DIR)
@@ -177,6 +183,9 @@ def main(args: list[str] | None = None) -> FitCLI:
             sys.argv[1:1] = ["fit"]
         else:
             args = ["fit", *given]
+    # Quiet by default: Lightning's "GPU available", "TPU available", logger tips and "Seed set to".
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # A latent target keeps its frozen autoencoder in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     with exit_on_lab_error("lab.fit"):

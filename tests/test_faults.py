@@ -87,14 +87,16 @@ def test_a_second_writer_in_the_same_folder_stops_at_once(tiny_run, tmp_path, ca
             pass
 
 
-def test_the_run_folder_owns_logs_and_checkpoints(tmp_path, monkeypatch):
-    """--trainer.default_root_dir moves everything; no config path leaks elsewhere."""
+def test_the_run_folder_owns_logs_and_checkpoints(tmp_path, monkeypatch, capsys):
+    """--trainer.default_root_dir moves everything; no config path leaks elsewhere. Not on a
+    terminal, progress is a line per few epochs, not a redrawn bar."""
     from lab.fit import main as fit_main
 
     monkeypatch.chdir(tmp_path)
-    fit_main(["--config", str(TINY_CONFIG), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "elsewhere"),
-              "--trainer.enable_progress_bar", "false"])
+    fit_main(["--config", str(TINY_CONFIG), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "elsewhere")])
     run = tmp_path / "elsewhere"
+    out = capsys.readouterr()
+    assert "[elsewhere] epoch 1/1: loss " in out.out and "ETA" in out.out and "\r" not in out.out + out.err
     assert (run / "lightning" / "last.ckpt").is_file() and (run / "tensorboard").is_dir() and (run / "epoch_0001").is_dir()
     assert not (tmp_path / "checkpoints").exists()
 
