@@ -48,9 +48,15 @@ def best_accuracy(scores, is_member) -> float:
     return float(np.max(1 - (fpr + (1 - tpr)) / 2))
 
 
+def auc(scores, is_member) -> float:
+    """Area under the ROC curve (one pass: what the bootstrap resamples)."""
+    scores, is_member = _check(scores, is_member)
+    return float(roc_auc_score(is_member, scores))
+
+
 def summary(scores, is_member) -> dict[str, float]:
     scores, is_member = _check(scores, is_member)
-    out = {"auc": float(roc_auc_score(is_member, scores)), "best_acc": best_accuracy(scores, is_member)}
+    out = {"auc": auc(scores, is_member), "best_acc": best_accuracy(scores, is_member)}
     for f in FPRS:
         out[f"tpr@{f:g}fpr"] = tpr_at_fpr(scores, is_member, f)
     return out

