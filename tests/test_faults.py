@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import TINY_CONFIG
-from test_reliability import lab_command, resumable_config, wait_for
+from test_reliability import fit_until_epoch_5, lab_command, wait_for
 
 from lab.errors import LabError
 from lab.locks import folder_lock
@@ -115,9 +115,7 @@ def test_a_study_fit_keeps_a_last_checkpoint(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sigterm_stops_a_fit_with_an_error_that_says_how_to_resume(tmp_path):
-    config, run = resumable_config(tmp_path, epochs=30), tmp_path / "run"
-    proc = lab_command("lab.fit", "--config", str(config), cwd=tmp_path)
-    wait_for(lambda: (run / "epoch_0005").is_dir() and (run / "lightning" / "last.ckpt").is_file(), 120, proc)
+    _, run, proc = fit_until_epoch_5(tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
     err = proc.stderr.read()

@@ -66,11 +66,17 @@ def resumable_config(tmp_path: Path, epochs: int) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_a_killed_fit_resumes_from_its_last_checkpoint(tmp_path):
+def fit_until_epoch_5(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen]:
+    """A 30-epoch `lab.fit` in a subprocess, returned once epoch 5 is exported and last.ckpt exists."""
     config, run = resumable_config(tmp_path, epochs=30), tmp_path / "run"
     proc = lab_command("lab.fit", "--config", str(config), cwd=tmp_path)
     wait_for(lambda: (run / "epoch_0005").is_dir() and (run / "lightning" / "last.ckpt").is_file(), 120, proc)
+    return config, run, proc
+
+
+@pytest.mark.slow
+def test_a_killed_fit_resumes_from_its_last_checkpoint(tmp_path):
+    config, run, proc = fit_until_epoch_5(tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(run / "lightning" / "last.ckpt", weights_only=True)["epoch"]
