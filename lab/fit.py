@@ -188,6 +188,8 @@ def main(args: list[str] | None = None) -> FitCLI:
         logging.getLogger(name).setLevel(logging.WARNING)
     # A latent target keeps its frozen autoencoder in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Called from Python (a study, references) while the calling script has its own sys.argv: args win, as meant.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
     with exit_on_lab_error("lab.fit"):
         return FitCLI(
             PixelDDPM,

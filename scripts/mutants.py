@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
     "tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_formulas_sima.py", "tests/test_metrics.py", "tests/test_learned.py",
     "tests/test_faults.py::test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one",
+    "tests/test_formulas_rmia.py",
+    "tests/test_infer.py::test_false_positive_rate_stays_at_alpha_and_a_leaky_scorer_is_caught",
+    "tests/test_infer.py::test_a_small_shift_in_many_examples_is_detected_where_one_example_is_not",
 ]
 
 # name: (file, exact original snippet, its replacement)
@@ -74,6 +77,16 @@ MUTANTS = {
     "resume-without-random-states": ("lab/targets/ddpm.py", '            set_rng_states(checkpoint["rng_states"])', "            pass"),
     "sima-noised-input": ("lab/attacks/sima.py", "return -self.norm(x0)", "return -self.norm(x0 + self.noise(x0, rows))"),
     "sima-wrong-sign": ("lab/attacks/sima.py", "return -self.norm(x0)", "return self.norm(x0)"),
+    "rmia-counts-itself": ("lab/attacks/rmia.py", "(wins & ~itself).sum(1)", "wins.sum(1)"),
+    "rmia-greater-or-equal": ("lab/attacks/rmia.py", "ratio[:, None] / ratio[None, z] > gamma", "ratio[:, None] / ratio[None, z] >= gamma"),
+    "rmia-offline-uncorrected": ("lab/attacks/rmia.py", "p_x = 0.5 * ((1 + offline_a) * mean_out + (1 - offline_a))", "p_x = mean_out"),
+    "rmia-online-plain-mean": ("lab/attacks/rmia.py", "p_x = 0.5 * (mean_in + mean_out)", "p_x = p_refs.mean(0)"),
+    "cdi-scorer-sees-test-halves": (
+        "lab/dataset_inference.py",
+        "model.fit(np.concatenate([owner[o_ctrl], heldout[h_ctrl]]), np.r_[np.ones(len(o_ctrl)), np.zeros(len(h_ctrl))])",
+        "model.fit(np.concatenate([owner, heldout]), np.r_[np.ones(len(owner)), np.zeros(len(heldout))])",
+    ),
+    "cdi-two-sided": ("lab/dataset_inference.py", 'equal_var=False, alternative="greater"', "equal_var=False"),
     "learned-test-refit": (
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",

@@ -33,7 +33,7 @@ COSTS = {
     "sima": ({}, 1),
 }
 GRADS = {"gsa1": 1, "gsa2": 2, "gradient_norm": 1}  # backward passes per example
-NEEDS_REFERENCES = {"lira"}  # costed in test_lira_calibrates_the_loss_with_reference_targets
+NEEDS_REFERENCES = {"lira", "rmia"}  # costed in test_lira_calibrates_the_loss_with_reference_targets
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,10 @@ def test_lira_calibrates_the_loss_with_reference_targets(tiny_target, tmp_path):
     table = score_target(tiny_target, {"lira": attack})
     assert attack.online and len(table) == len(tiny_target.split.ids) and np.isfinite(table.score).all()
     assert (table.calls_per_example == 5).all()  # target + 4 references, 1 timestep, 1 draw
+    rmia = make_attacks({"rmia": {**spec["lira"]}})["rmia"]
+    table = score_target(tiny_target, {"rmia": rmia})
+    assert rmia.online and (table.calls_per_example == 5).all() and table.score.between(0, 1).all()
+    assert "variance" not in rmia.settings()
     with pytest.raises(LabError, match="no reference runs"):
         make_attacks({"lira": {"references": str(tmp_path / "none")}})["lira"].bind(tiny_target)
 

@@ -14,6 +14,7 @@ from lab.attacks.multistep_loss import MultistepLossAttack
 from lab.attacks.pfami import PFAMI, PFAMINN
 from lab.attacks.pia import PIA, PIAN
 from lab.attacks.reconstruction import Reconstruction
+from lab.attacks.rmia import RMIA
 from lab.attacks.secmi import SecMINN, SecMIStat
 from lab.attacks.sima import SimA
 from lab.errors import LabError
@@ -35,6 +36,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "blackbox": BlackBox,
     "blind": Blind,
     "lira": LiRA,
+    "rmia": RMIA,
     "sima": SimA,
 }
 
@@ -78,5 +80,5 @@ def sweep_timesteps(spec: dict | list, timesteps: list[int] | None) -> dict:
 
 __all__ = [
     "ATTACKS", "make_attacks", "sweep_timesteps", "Attack", "LearnedAttack", "BlackBox", "Blind", "GradientNorm", "GrayBox", "GSA1", "GSA2", "LiRA",
-    "LossAttack", "MultistepLossAttack", "PFAMI", "PFAMINN", "PIA", "PIAN", "Reconstruction", "SecMINN", "SecMIStat", "SimA",
+    "LossAttack", "MultistepLossAttack", "PFAMI", "PFAMINN", "PIA", "PIAN", "Reconstruction", "RMIA", "SecMINN", "SecMIStat", "SimA",
 ]

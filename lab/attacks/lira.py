@@ -23,6 +23,8 @@ The online variant runs when every example is in and out of at least one referen
 per-example variances), the offline one when only the "out" side has that; otherwise an error.
 The statistics are computed per batch; the scores once every example has them (`finalize`), so
 the pooled variance does not depend on the batch size.
+`num_references: K` uses the first K runs of a larger set (the draw is greedy, so its first K are
+balanced too): one set of references serves K = 2, 4, 8.
 Cost: (1 + K) x |T| x K' denoiser calls per example.
 """
 
@@ -37,7 +39,7 @@ import torch
 
 from lab.attacks.loss import LossAttack
 from lab.data.split import MembershipSplit
-from lab.errors import LabError
+from lab.errors import LabError, check_number
 
 GLOBAL_VARIANCE_BELOW = 64  # references; Carlini et al.: per-example variances need many more than a handful
 VARIANCES = ("auto", "global", "per_example")
@@ -65,14 +67,19 @@ def reference_splits(pool: MembershipSplit, k: int, seed: int = 0, members: int 
     return out
 
 
-def reference_exports(references: str | Path, epoch: int | None) -> list[Path]:
-    """One export per reference run: the one at `epoch` if it has it, else its last."""
+def reference_exports(references: str | Path, epoch: int | None, num_references: int | None = None) -> list[Path]:
+    """One export per reference run (the first `num_references` runs, default all): the one at
+    `epoch` if it has it, else its last."""
     from lab.targets.load import target_folders
 
     root = Path(references)
     runs = sorted(p for p in root.glob("ref_*") if p.is_dir()) if root.is_dir() else []
     if not runs:
         raise LabError(f"lira: no reference runs (ref_*/) in {references}; train them with scripts/train_references.py")
+    if num_references is not None:
+        if num_references > len(runs):
+            raise LabError(f"lira: num_references is {num_references} but {references} holds {len(runs)} reference runs")
+        runs = runs[:num_references]
     chosen = []
     for run in runs:
         exports = target_folders(run)
@@ -86,19 +93,22 @@ class LiRA(LossAttack):
     pixel_input = True  # each model (target, references) encodes with its own autoencoder
 
     def __init__(
-        self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4, variance: str = "auto", seed: int = 0
+        self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4, variance: str = "auto",
+        num_references: int | None = None, seed: int = 0,
     ):
         super().__init__(timesteps=timesteps, num_noise=num_noise, seed=seed)
         self.save_hyperparameters()
         if variance not in VARIANCES:
             raise LabError(f"lira: variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
-        self.references, self.variance = references, variance
+        if num_references is not None:
+            check_number("lira: num_references", num_references, minimum=2, integer=True)
+        self.references, self.variance, self.num_references = references, variance, num_references
 
     def bind(self, target) -> "LiRA":
         from lab.targets.load import load_target
 
         super().bind(target)
-        refs = [load_target(p) for p in reference_exports(self.references, target.epoch)]
+        refs = [load_target(p) for p in reference_exports(self.references, target.epoch, self.num_references)]
         self.models = [(self.unet, self.autoencoder)] + [(r.unet, r.autoencoder) for r in refs]
         ids = target.split.ids
         # is_in[m, row]: was example `row` of the target's split a member of reference m?

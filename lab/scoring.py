@@ -1,0 +1,143 @@
+"""Scoring a target with attacks: the Lightning predict loop, each example exactly once (also under
+DDP), one finite score per example, and a per-(target, attack) resume folder.
+
+Front ends (`lab.attack`, `lab.infer`, `lab.study`) call `score_target`; it never writes outside
+the `partial` folder it is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from lab.attacks import Attack
+from lab.data import MembershipDataModule
+from lab.data.split import write_json_atomic
+from lab.errors import LabError
+from lab.gather import ShardWriter, merge_shards
+from lab.report import write_csv_atomic
+from lab.targets.load import Target
+
+
+def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float] | None:
+    """Rows, values, denoiser calls and backward passes per example, and examples/s of one attack.
+
+    Under DDP (`trainer_kwargs` with a `ddp`/`ddp_spawn` strategy) every rank scores its shard and
+    rank 0 gets all of them, each example once; other ranks get None.
+    """
+    shards = tempfile.mkdtemp(prefix="lab_predict_")
+    writer = ShardWriter(shards)
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+        inference_mode=not attack.needs_grad, callbacks=[writer], **trainer_kwargs,
+    )
+    try:
+        start = time.perf_counter()
+        trainer.predict(attack, loader, return_predictions=False)
+        seconds = time.perf_counter() - start
+        if not trainer.is_global_zero:
+            return None
+        rows, values, calls, grads = merge_shards(writer.directory)
+    finally:
+        shutil.rmtree(shards, ignore_errors=True)
+        if trainer.is_global_zero:
+            shutil.rmtree(writer.directory, ignore_errors=True)
+    return rows, values, calls, grads, len(rows) / seconds
+
+
+PARTIAL_DIR = ".partial"  # <out>/.partial/: each finished (target, attack)'s scores, for a rerun after a kill
+
+
+def target_state(target: Target) -> str:
+    """What identifies a target's weights on disk: every file's path, size and modification time."""
+    h = hashlib.sha256()
+    for p in sorted(target.path.rglob("*")):
+        rel = p.relative_to(target.path)
+        if p.is_file() and not {"attacks", ".lab_cache"} & set(rel.parts):  # not what attacks write beside it
+            st = p.stat()
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def score_target(
+    target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None
+) -> pd.DataFrame:
+    """The scores table of every attack on one target: one row per (attack, example).
+
+    With `partial` (a folder), each finished attack's rows are kept there, and an attack whose rows
+    are there for the same target files, split and settings is not run again (a killed run resumes)."""
+    data = MembershipDataModule.from_split_file(target.split_path)
+    loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
+    frames = []
+    state = target_state(target) if partial is not None and target.path is not None else None
+    for key, attack in attacks.items():
+        stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
+                 "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
+        kept = partial / f"{target.path.name}__{key.replace('/', '-')}.csv" if state is not None else None
+        if kept is not None and kept.is_file() and kept.with_suffix(".json").is_file():
+            try:
+                if json.loads(kept.with_suffix(".json").read_text()) == stamp:
+                    frames.append(pd.read_csv(kept, float_precision="round_trip"))
+                    print(f"lab.attack: {key} on {target.path.name}: kept from an earlier run", flush=True)
+                    continue
+            except (ValueError, OSError, pd.errors.ParserError):
+                pass  # damaged: score again
+        result = predict(attack.bind(target), loader, trainer_kwargs or {})
+        if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
+            continue
+        rows, values, calls, grads, speed = result
+        print(f"lab.attack: {key} on {target.path.name if target.path else 'target'}: {len(rows)} examples, "
+              f"{calls:g} denoiser calls each, {len(rows) / speed:.1f} s", flush=True)
+        if sorted(rows.tolist()) != list(range(len(target.split.ids))):
+            raise LabError(f"{key}: the attack did not score every example exactly once")
+        scores = attack.finalize(values, rows, target.split)
+        if not np.isfinite(scores).all():
+            bad = int((~np.isfinite(scores)).sum())
+            raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path}: the target or the data is broken")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "attack": key,
+                    "id": [target.split.ids[r] for r in rows],
+                    "role": [target.split.roles[r] for r in rows],
+                    "split": [target.split.eval_splits[r] for r in rows],
+                    "score": scores,
+                    "target": target.path.name,
+                    "epoch": target.epoch,
+                    "calls_per_example": calls,
+                    "grads_per_example": grads,
+                    "setup_calls": attack.setup_calls,
+                    "examples_per_s": speed,
+                    "settings": json.dumps(attack.settings(), sort_keys=True, default=str),
+                    "split_fingerprint": target.split.fingerprint(),
+                }
+            )
+        )
+        if kept is not None:
+            write_csv_atomic(frames[-1], kept)
+            write_json_atomic(kept.with_suffix(".json"), stamp)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def check_trainer_kwargs(kwargs: dict) -> None:
+    """A LabError for `--trainer` keys that `lightning.Trainer` does not take (with the closest names)."""
+    import difflib
+    import inspect
+
+    valid = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    for key in kwargs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=2)
+            raise LabError(f"--trainer: Trainer takes no {key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    if any(k in kwargs for k in ("logger", "callbacks", "enable_checkpointing", "inference_mode")):
+        raise LabError("--trainer: logger, callbacks, enable_checkpointing and inference_mode are set by lab.attack")

@@ -1,0 +1,55 @@
+"""Dataset inference checked on the lab's own targets (the README's `lab.infer` table).
+
+Fits the target of `configs/references/target.yaml` (64 MNIST members, 448 non-members) for a few
+epochs and for 300, then for each: the per-example test AUC of each attack (`lab.attack`), and
+`lab.infer --simulate` with owner sets drawn from members (power) and from non-members (the
+false-positive rate at alpha = 0.05, over `--repeats` sets; a valid test stays at or below alpha
+plus its one-sided 95% binomial margin).
+
+    .venv/bin/python scripts/validate_infer.py --out runs/validate_infer     # about 3 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/validate_infer")
+    ap.add_argument("--config", default=str(ROOT / "configs/references/target.yaml"))
+    ap.add_argument("--epochs", type=int, nargs="+", default=[20, 300])
+    ap.add_argument("--attacks", nargs="+", default=["loss", "pia", "sima"])
+    ap.add_argument("--owner_sizes", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--repeats", type=int, default=100)
+    args = ap.parse_args()
+
+    from lab import attack, fit, infer
+    from lab.targets.load import target_folders
+
+    out = Path(args.out)
+    rows = []
+    for epochs in args.epochs:
+        run = out / f"epochs_{epochs}"
+        if not list(run.glob("epoch_*")):
+            fit.main(["--config", args.config, "--trainer.default_root_dir", str(run), "--trainer.max_epochs", str(epochs)])
+        target = target_folders(run)[-1]
+        _, table, _ = attack.run(str(target), args.attacks, out=str(run / "attacks"), bootstrap=200)
+        aucs = ", ".join(f"{r.attack} {r.auc:.2f}" for _, r in table.iterrows())
+        for owner_from in ("members", "nonmembers"):
+            for size in args.owner_sizes:
+                r = infer.run(str(target), args.attacks, simulate=owner_from, owner_size=size, heldout_size=2 * size,
+                              repeats=args.repeats, out=str(run / f"infer_{owner_from}_{size}"))
+                lo, hi = r["rejection_rate_ci"]
+                rows.append(f"| {epochs} | {aucs} | {owner_from} | {size} vs {2 * size} | {r['rejection_rate']:.2f} [{lo:.2f}, {hi:.2f}] | "
+                            f"{r['median_p_value']:.2g} | {'-' if owner_from == 'members' else ('yes' if r['rejection_rate'] <= r['valid_fpr_at_most'] else 'NO')} |")
+    print(f"\n| epochs | per-example test AUC | owner sets from | owner vs held-out | rate p < 0.05 over {args.repeats} sets [95% CI] | median p | FPR within alpha + margin ({0.05 + 1.645 * (0.05 * 0.95 / args.repeats) ** 0.5:.3f}) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
