@@ -46,6 +46,10 @@ def metrics_table(scores: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> 
         row["calls_per_example"] = float(g.calls_per_example.iloc[0])
         row["grads_per_example"] = float(g.grads_per_example.iloc[0])
         row["setup_calls"] = int(g.setup_calls.iloc[0])
+        if "examples_per_s" in g:  # wall seconds of the attack on this target
+            row["seconds"] = float(len(g) / g.examples_per_s.iloc[0])
+        if "split_fingerprint" in g:
+            row["split_fingerprint"] = g.split_fingerprint.iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -2,16 +2,17 @@
 
     python -m lab.study --config configs/study/mnist.yaml
 
-For each arm (e.g. no shift, and non-members from another source): train a target with
-`lab.fit` on the arm's fit config, exporting it along a schedule of epochs (and logging live MIA
-AUC to TensorBoard), attack every export with every configured attack through `lab.attack`, then
-write one report folder:
+For each arm (e.g. no shift, and non-members from another source) and each seed (`seeds`: a new
+member/non-member draw and training seed per run; `vary_split: false` keeps the draw): train a
+target with `lab.fit` on the arm's fit config, exporting it along a schedule of epochs (and
+logging live MIA AUC to TensorBoard), attack every export with every configured attack through
+`lab.attack`, then write one report folder (`lab.study_report`):
 
-    <out>/report/table.csv, table.md   arm x attack x epoch: AUC, TPR@1%FPR, two-stage test TPR/FPR
-    <out>/report/auc_vs_epochs.png     per arm, one line per attack (log-scale epochs)
-    <out>/report/tpr_vs_epochs.png     the same for TPR@1%FPR
-    <out>/report/roc_<arm>.png         ROC curves at the first and the last export
-    <out>/<arm>/                       the targets, split.json, attacks/ (scores.csv, ...), TensorBoard logs
+    <out>/report/index.html            everything below on one self-contained page
+    <out>/report/table.csv, table.md   arm x attack x epoch: mean over seeds, bootstrap interval, seed spread
+    <out>/report/table_seeds.csv       the same per seed (two-stage TPR/FPR per run)
+    <out>/report/*.png                 AUC / TPR vs epochs with seed bands, ROC, power
+    <out>/<arm>/seed_<s>/              the targets, split.json, attacks/ (scores.csv, ...), TensorBoard logs
 
 Each step reads what the one before wrote (split -> fit -> targets -> scores -> report).
 """
@@ -26,19 +27,12 @@ from typing import Optional, Union
 
 import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
-from matplotlib.figure import Figure
 
 from lab import attack as lab_attack
 from lab import fit as lab_fit
+from lab import study_report
 from lab.errors import LabError, ShortErrors, exit_on_lab_error, sigterm_is_an_error
 from lab.locks import folder_lock
-from lab.report import roc_figure, write_csv_atomic
-
-TABLE_COLUMNS = {
-    "arm": "arm", "attack": "attack", "epoch": "epoch", "auc": "AUC", "auc_lo": "AUC lo", "auc_hi": "AUC hi",
-    "tpr@0.01fpr": "TPR@1%FPR", "tpr@0.01fpr_lo": "TPR lo", "tpr@0.01fpr_hi": "TPR hi", "two_stage@0.01_test_tpr": "2-stage test TPR@1%", "two_stage@0.01_test_fpr": "2-stage test FPR",
-    "n_members": "test members", "n_nonmembers": "test non-members",
-}
 
 
 def fit_arm(fit_config: str, root: Path, overrides: dict) -> None:
@@ -48,53 +42,14 @@ def fit_arm(fit_config: str, root: Path, overrides: dict) -> None:
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     if (root / lab_fit.CHECKPOINT_DIR / "last.ckpt").is_file():
-        print(f"[{root.name}] resuming from {root / lab_fit.CHECKPOINT_DIR / 'last.ckpt'}", flush=True)
+        print(f"[{root.parent.name}/{root.name}] resuming from {root / lab_fit.CHECKPOINT_DIR / 'last.ckpt'}", flush=True)
         args += ["--ckpt_path", "last"]
     lab_fit.main(args)
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
-
-
-def report(tables: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame], out: Path) -> pd.DataFrame:
-    """Study table and plots from each arm's metrics and scores tables."""
-    out.mkdir(parents=True, exist_ok=True)
-    table = pd.concat([t.assign(arm=arm) for arm, t in tables.items()], ignore_index=True)
-    table = table[list(TABLE_COLUMNS)].sort_values(["arm", "attack", "epoch"], kind="stable")
-    write_csv_atomic(table, out / "table.csv")
-    (out / "table.md").write_text(markdown_table(table.rename(columns=TABLE_COLUMNS)))
-    colors = {a: f"C{i % 10}" for i, a in enumerate(sorted(table.attack.unique()))}  # one colour per attack in every panel
-    for metric, name, chance in (("auc", "auc_vs_epochs", 0.5), ("tpr@0.01fpr", "tpr_vs_epochs", 0.01)):
-        fig = Figure(figsize=(5 * len(tables), 4))
-        axes = fig.subplots(1, len(tables), squeeze=False, sharey=True)
-        for ax, (arm, t) in zip(axes[0], table.groupby("arm", sort=False)):
-            for attack, g in t.groupby("attack", sort=False):
-                ax.plot(g.epoch, g[metric], marker="o", color=colors[attack], label=attack)
-                ax.fill_between(g.epoch, g[f"{metric}_lo"], g[f"{metric}_hi"], color=colors[attack], alpha=0.12, lw=0)
-            ax.axhline(chance, color="k", ls="--", lw=0.8)
-            epochs = sorted(t.epoch.dropna().unique())
-            ax.set(xscale="log", xlim=(min(epochs) / 1.5, max(epochs) * 1.5), ylim=(-0.02, 1.02), xlabel="epochs (log scale)",
-                   ylabel=f"test {TABLE_COLUMNS[metric]} (95% bootstrap band)", title=arm)
-            ax.set_xticks(epochs, [str(int(e)) for e in epochs])
-            ax.minorticks_off()
-            if t[metric].isna().all():
-                ax.text(0.5, 0.5, "not measurable:\nfewer than 100 test non-members", ha="center", va="center", transform=ax.transAxes)
-            else:
-                ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=120)
-    for arm, s in scores.items():
-        first, last = s.epoch.min(), s.epoch.max()
-        fig = Figure(figsize=(9, 4.5))
-        axes = fig.subplots(1, 2)
-        for ax, epoch in zip(axes, (first, last)):
-            roc_figure(s[s.epoch == epoch], f"{arm}: epoch {epoch}", ax=ax)
-        fig.tight_layout()
-        fig.savefig(out / f"roc_{arm}.png", dpi=120)
-    return table
+def seed_overrides(seed: int, vary_split: bool) -> dict:
+    """lab.fit overrides of one training run: its training seed, and (by default) its member/non-member draw."""
+    return {"seed_everything": seed, **({"data.seed": seed} if vary_split else {})}
 
 
 def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tuple[str, dict, dict]:
@@ -115,21 +70,44 @@ def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tup
     return config, spec.get("fit") or {}, {n: attacks[n] for n in names}
 
 
-def run_study(fit_config: str, arms: dict, attacks: dict | list, out: str, batch_size: int = 64, bootstrap: int = 200) -> pd.DataFrame:
-    """Each arm: `{fit_config: its own lab.fit YAML, fit: {lab.fit overrides}, attacks: subset}` (all optional)."""
+def run_study(
+    fit_config: str, arms: dict, attacks: dict | list, out: str, batch_size: int = 64, bootstrap: int = 200,
+    seeds: list[int] = (0,), vary_split: bool = True,
+) -> pd.DataFrame:
+    """Each arm (`{fit_config: its own lab.fit YAML, fit: {lab.fit overrides}, attacks: subset}`, all
+    optional) is trained and attacked once per seed, into `<out>/<arm>/seed_<s>/`."""
     out_dir = Path(out)
     attacks = {n: {} for n in attacks} if isinstance(attacks, list) else attacks
+    seeds = check_seeds(seeds)
     plans = {arm: arm_plan(arm, spec, attacks, fit_config) for arm, spec in arms.items()}  # all checked before any training
-    tables, scores = {}, {}
+    per_seed, scores, runs = [], {}, []
+    total, done, started = len(plans) * len(seeds), 0, time.perf_counter()
     for arm, (config, overrides, arm_attacks) in plans.items():
-        root = out_dir / arm
-        start = time.perf_counter()
-        fit_arm(config, root, overrides)
-        print(f"[{arm}] fit: {time.perf_counter() - start:.0f} s", flush=True)
-        start = time.perf_counter()
-        scores[arm], tables[arm], _ = lab_attack.run(str(root), arm_attacks, out=str(root / "attacks"), batch_size=batch_size, bootstrap=bootstrap)
-        print(f"[{arm}] attacks: {time.perf_counter() - start:.0f} s", flush=True)
-    return report(tables, scores, out_dir / "report")
+        for seed in seeds:
+            root = out_dir / arm / f"seed_{seed}"
+            start = time.perf_counter()
+            fit_arm(config, root, {**seed_overrides(seed, vary_split), **overrides})  # an arm's own data.seed wins
+            fit_s = time.perf_counter() - start
+            start = time.perf_counter()
+            s, t, _ = lab_attack.run(str(root), arm_attacks, out=str(root / "attacks"), batch_size=batch_size, bootstrap=bootstrap)
+            attack_s = time.perf_counter() - start
+            scores[(arm, seed)] = s
+            per_seed.append(t.assign(arm=arm, seed=seed))
+            runs.append({"arm": arm, "seed": seed, "split_fingerprint": t.split_fingerprint.iloc[0], "fit_s": round(fit_s, 1),
+                         "attacks_s": round(attack_s, 1), "folder": str(root)})
+            done += 1
+            eta = (time.perf_counter() - started) / done * (total - done)
+            print(f"[{arm} seed {seed}] fit {fit_s:.0f} s, attacks {attack_s:.0f} s; run {done}/{total}, ETA {eta:.0f} s", flush=True)
+    settings = {"fit_config": fit_config, "arms": arms, "attacks": attacks, "seeds": seeds, "vary_split": vary_split, "out": out,
+                "batch_size": batch_size, "bootstrap": bootstrap, "fit_configs": {c: Path(c).read_text() for c, _, _ in plans.values()}}
+    return study_report.write(pd.concat(per_seed, ignore_index=True), scores, out_dir / "report", settings, runs)
+
+
+def check_seeds(seeds) -> list[int]:
+    seeds = list(seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise LabError(f"seeds must be a list of distinct integers, got {seeds!r}")
+    return seeds
 
 
 class StudyParser(ShortErrors, ArgumentParser):
@@ -146,6 +124,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", type=str, default="reports/study")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument("--seeds", type=list[int], default=[0], help="one training run per seed and arm")
+    p.add_argument("--vary_split", type=bool, default=True,
+                   help="each seed also draws new members/non-members (false: the config's draw, only training varies)")
     return p
 
 
@@ -155,9 +136,10 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     resume = "rerun the same command to resume: finished fits, exports and scores are kept"
     with exit_on_lab_error("lab.study"), sigterm_is_an_error(resume), folder_lock(cfg.out, "lab.study"):
-        table = run_study(cfg.fit_config, cfg.arms, cfg.attacks, cfg.out, cfg.batch_size, cfg.bootstrap)
-    print(table.rename(columns=TABLE_COLUMNS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\nreport: {Path(cfg.out) / 'report'}/  TensorBoard: tensorboard --logdir {cfg.out}")
+        table = run_study(cfg.fit_config, cfg.arms, cfg.attacks, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.seeds, cfg.vary_split)
+    shown = ["arm", "attack", "epoch", "seeds", "auc", "auc_lo", "auc_hi", "auc_seed_min", "auc_seed_max", "tpr@0.01fpr", "two_stage@0.01_test_fpr"]
+    print(table[shown].rename(columns=study_report.TABLE_COLUMNS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nreport: {Path(cfg.out) / 'report' / 'index.html'}  TensorBoard: tensorboard --logdir {cfg.out}")
     return table
 
 

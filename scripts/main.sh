@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m lab.study --config configs/study/mnist.yaml "$@"
 echo
-echo "Report (table.md, AUC/TPR vs epochs, ROC at first and last export): reports/mnist_study/report/"
-echo "Targets, split.json and scores per arm: reports/mnist_study/{no_shift,shift}/"
+echo "Report, one page (open in a browser): reports/mnist_study/report/index.html"
+echo "Tables and plots: reports/mnist_study/report/ (table.md, table_seeds.csv, *.png)"
+echo "Targets, split.json and scores per arm and seed: reports/mnist_study/{no_shift,shift}/seed_N/"
 echo "TensorBoard (loss, live MIA AUC, samples, attack metrics): .venv/bin/tensorboard --logdir reports/mnist_study"

@@ -5,9 +5,9 @@ trained with `lab.fit`, on the same fit config as the target, on as many pool ex
 target has members, drawn so that every example is "in" about K x members / pool references;
 its own split file (written at fit time) says which. See `lab.attacks.lira`.
 
-    .venv/bin/python scripts/train_references.py --split reports/mnist_study/no_shift/split.json \\
+    .venv/bin/python scripts/train_references.py --split reports/mnist_study/no_shift/seed_0/split.json \\
         --config configs/study/ddpm_mnist_fit.yaml --k 8 --out reports/mnist_study/references
-    .venv/bin/python -m lab.attack --target reports/mnist_study/no_shift/epoch_0700 \\
+    .venv/bin/python -m lab.attack --target reports/mnist_study/no_shift/seed_0/epoch_0700 \\
         --attacks '{lira: {references: reports/mnist_study/references}, loss: {}}'
 """
 

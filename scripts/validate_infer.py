@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--attacks", nargs="+", default=["loss", "pia", "sima"])
     ap.add_argument("--owner_sizes", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--repeats", type=int, default=100)
-    args = ap.parse_args()
+    args, fit_overrides = ap.parse_known_args()  # the rest goes to lab.fit, e.g. --data.members 1000
 
     from lab import attack, fit, infer
     from lab.targets.load import target_folders
@@ -35,19 +35,24 @@ def main() -> None:
     for epochs in args.epochs:
         run = out / f"epochs_{epochs}"
         if not list(run.glob("epoch_*")):
-            fit.main(["--config", args.config, "--trainer.default_root_dir", str(run), "--trainer.max_epochs", str(epochs)])
+            fit.main(["--config", args.config, "--trainer.default_root_dir", str(run), "--trainer.max_epochs", str(epochs), *fit_overrides])
         target = target_folders(run)[-1]
         _, table, _ = attack.run(str(target), args.attacks, out=str(run / "attacks"), bootstrap=200)
         aucs = ", ".join(f"{r.attack} {r.auc:.2f}" for _, r in table.iterrows())
+        members = int(table.n_members.iloc[0] * 2)  # both halves (validation, test)
+        nonmembers = int(table.n_nonmembers.iloc[0] * 2)
         for owner_from in ("members", "nonmembers"):
             for size in args.owner_sizes:
-                r = infer.run(str(target), args.attacks, simulate=owner_from, owner_size=size, heldout_size=2 * size,
+                heldout = min(2 * size, nonmembers - (size if owner_from == "nonmembers" else 0))
+                if size > (members if owner_from == "members" else nonmembers // 2):
+                    continue
+                r = infer.run(str(target), args.attacks, simulate=owner_from, owner_size=size, heldout_size=heldout,
                               repeats=args.repeats, out=str(run / f"infer_{owner_from}_{size}"))
                 lo, hi = r["rejection_rate_ci"]
-                rows.append(f"| {epochs} | {aucs} | {owner_from} | {size} vs {2 * size} | {r['rejection_rate']:.2f} [{lo:.2f}, {hi:.2f}] | "
+                rows.append(f"| {members} | {epochs} | {aucs} | {owner_from} | {size} vs {heldout} | {r['rejection_rate']:.2f} [{lo:.2f}, {hi:.2f}] | "
                             f"{r['median_p_value']:.2g} | {'-' if owner_from == 'members' else ('yes' if r['rejection_rate'] <= r['valid_fpr_at_most'] else 'NO')} |")
-    print(f"\n| epochs | per-example test AUC | owner sets from | owner vs held-out | rate p < 0.05 over {args.repeats} sets [95% CI] | median p | FPR within alpha + margin ({0.05 + 1.645 * (0.05 * 0.95 / args.repeats) ** 0.5:.3f}) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"\n| members | epochs | per-example test AUC | owner sets from | owner vs held-out | rate p < 0.05 over {args.repeats} sets [95% CI] | median p | FPR within alpha + margin ({0.05 + 1.645 * (0.05 * 0.95 / args.repeats) ** 0.5:.3f}) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
 
 

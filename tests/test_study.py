@@ -1,5 +1,6 @@
 
 import lightning.pytorch as pl
+import numpy as np
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -34,21 +35,81 @@ def monkeypatch_module():
 def test_the_study_reports_every_arm_attack_and_epoch(tiny_study):
     out, table = tiny_study
     report = out / "report"
-    for name in ("table.csv", "table.md", "auc_vs_epochs.png", "tpr_vs_epochs.png", "roc_no_shift.png", "roc_shift.png"):
+    for name in ("table.csv", "table.md", "table_seeds.csv", "index.html", "auc_vs_epochs.png", "tpr_vs_epochs.png",
+                 "roc_no_shift.png", "roc_shift.png", "power.png"):
         assert (report / name).is_file(), name
     written = pd.read_csv(report / "table.csv")
     assert len(written) == len(table) == 2 * 3 * 2  # arms x attacks x exports (epochs 1 and 3)
-    assert set(written.arm) == {"no_shift", "shift"} and set(written.epoch) == {1, 3}
+    assert set(written.arm) == {"no_shift", "shift"} and set(written.epoch) == {1, 3} and (written.seeds == 2).all()
     assert written.auc.between(0, 1).all()
-    # every number in the study table is the one in its arm's own metrics table
-    arm = pd.read_csv(out / "no_shift" / "attacks" / "metrics.csv")
-    row = arm[(arm.attack == "pia") & (arm.epoch == 3)].iloc[0]
-    assert written[(written.arm == "no_shift") & (written.attack == "pia") & (written.epoch == 3)].auc.item() == row.auc
+    # every number in the study table comes from the arms' own metrics tables, one per seed
+    runs = [pd.read_csv(out / "no_shift" / f"seed_{s}" / "attacks" / "metrics.csv") for s in (0, 1)]
+    aucs = [r[(r.attack == "pia") & (r.epoch == 3)].auc.item() for r in runs]
+    row = written[(written.arm == "no_shift") & (written.attack == "pia") & (written.epoch == 3)].iloc[0]
+    assert row.auc == pytest.approx(np.mean(aucs)) and row.auc_seed_sd == pytest.approx(np.std(aucs, ddof=1))
+    assert (row.auc_seed_min, row.auc_seed_max) == (min(aucs), max(aucs))
+    seeds = pd.read_csv(report / "table_seeds.csv")
+    assert len(seeds) == 2 * len(written) and set(seeds.seed) == {0, 1}
+    # a new member/non-member draw per seed
+    assert seeds[seeds.seed == 0].split_fingerprint.iloc[0] != seeds[seeds.seed == 1].split_fingerprint.iloc[0]
+
+
+def test_the_study_page_is_self_contained_and_complete(tiny_study):
+    """Parse index.html: every plot embedded as a PNG, every table row present, seeds, fingerprints, version."""
+    import base64
+    from html.parser import HTMLParser
+
+    out, table = tiny_study
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.rows, self.row, self.cell, self.text = [], [], None, None, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.images.append((attrs.get("alt"), attrs.get("src", "")))
+            elif tag == "tr":
+                self.row = []
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.row is not None:
+                self.row.append(self.cell.strip())
+                self.cell = None
+            elif tag == "tr":
+                self.rows.append(self.row)
+                self.row = None
+
+        def handle_data(self, data):
+            self.text.append(data)
+            if self.cell is not None:
+                self.cell += data
+
+    page = Page()
+    page.feed((out / "report" / "index.html").read_text())
+    names = {alt for alt, _ in page.images}
+    assert {"auc_vs_epochs", "tpr_vs_epochs", "roc_no_shift", "roc_shift", "power"} <= names
+    for _, src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"  # embedded, not a link
+    for r in table.itertuples():
+        assert [r.arm, r.attack, str(r.epoch), "2", f"{r.auc:.3f}"] in [row[:5] for row in page.rows], r
+    text = "".join(page.text)
+    seeds = pd.read_csv(out / "report" / "table_seeds.csv")
+    for fingerprint in seeds.split_fingerprint.unique():
+        assert fingerprint in text
+    from lab import __version__
+
+    assert f"lab {__version__}" in text and "seeds [0, 1]" in text
+    assert "needs test non-members" in text and "denoiser calls" in text.lower() or "calls_per_example" in text
 
 
 def test_the_study_fit_logs_live_membership_auc(tiny_study):
     out, _ = tiny_study
-    (log_dir,) = (out / "no_shift" / "lightning_logs").iterdir()
+    (log_dir,) = (out / "no_shift" / "seed_0" / "lightning_logs").iterdir()
     scalars = EventAccumulator(str(log_dir)).Reload().Tags()["scalars"]
     assert {"mia/pia/auc", "mia/pia/tpr@1%fpr", "train/loss_epoch"} <= set(scalars)
     aucs = [e.value for e in EventAccumulator(str(log_dir)).Reload().Scalars("mia/pia/auc")]
@@ -108,11 +169,12 @@ def test_a_rerun_of_the_study_resumes_instead_of_starting_over(tiny_study, capsy
     """A rerun (as after a kill) resumes each arm's fit from its last.ckpt, keeps the scores already
     computed, and writes the same table."""
     out, table = tiny_study
-    assert (out / "no_shift" / "lightning" / "last.ckpt").is_file()  # a study's fits keep a last.ckpt
-    exports = {p: p.stat().st_mtime_ns for p in (out / "no_shift").glob("epoch_*/unet/*.safetensors")}
+    assert (out / "no_shift" / "seed_1" / "lightning" / "last.ckpt").is_file()  # a study's fits keep a last.ckpt
+    exports = {p: p.stat().st_mtime_ns for p in (out / "no_shift").glob("seed_*/epoch_*/unet/*.safetensors")}
+    assert len(exports) == 2 * 2
     capsys.readouterr()
     again = main(["--config", "configs/study/tiny.yaml", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert "[no_shift] resuming from" in printed and "kept from an earlier run" in printed
+    assert "[no_shift/seed_1] resuming from" in printed and "kept from an earlier run" in printed
     assert {p: p.stat().st_mtime_ns for p in exports} == exports  # finished exports are not written again
     pd.testing.assert_frame_equal(again.reset_index(drop=True), table.reset_index(drop=True))
