@@ -7,7 +7,7 @@ from importlib import metadata
 from lab.errors import LabError
 
 try:
-    __version__ = metadata.version("lab")
+    __version__ = metadata.version("diffusion-mia-lab")
 except metadata.PackageNotFoundError:  # run from a checkout without installing
     __version__ = "unknown"
 
@@ -15,4 +15,13 @@ except metadata.PackageNotFoundError:  # run from a checkout without installing
 # no user of the lab can act on (it filled the README's first command's log).
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
-__all__ = ["LabError", "__version__"]
+__all__ = ["LabError", "__version__", "evaluate"]
+
+
+def __getattr__(name: str):
+    """`lab.evaluate` (the Python API, `lab.api`) imported on first use: `import lab` stays light."""
+    if name == "evaluate":
+        from lab.api import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")

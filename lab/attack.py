@@ -15,6 +15,7 @@ histogram plots, and TensorBoard logs; prints a summary. Tables are written atom
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -25,6 +26,7 @@ from lab.attacks import ATTACKS, make_attacks, sweep_timesteps
 from lab.data import split_from_folders
 from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
 from lab.locks import folder_lock
+from lab.paths import resolve_config_args
 from lab.report import metrics_table, write_csv_atomic, write_report
 from lab.scoring import PARTIAL_DIR, check_trainer_kwargs, predict, score_target, target_state  # noqa: F401 (re-exported)
 from lab.targets.load import load_pipeline, load_target, target_folders
@@ -124,7 +126,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> None:
-    cfg = build_parser().parse_args(args)
+    cfg = build_parser().parse_args(resolve_config_args(sys.argv[1:] if args is None else list(args)))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per attack: keep it quiet
     with exit_on_lab_error("lab.attack"), sigterm_is_an_error("rerun the same command: finished (target, attack) scores are kept"):
         _, table, out = run(

@@ -9,7 +9,6 @@ Bad input ends with a one-line `lab.fit: error: ...` and exit status 2.
 from __future__ import annotations
 
 import json
-import logging
 import pickle
 import sys
 import warnings
@@ -22,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lab.data import MembershipDataModule
+from lab.console import quiet_lightning
 from lab.errors import Interrupted, LabError, ShortErrors, exit_on_lab_error
 from lab.locks import folder_lock
 from lab.targets import PixelDDPM
@@ -177,6 +177,12 @@ def fit_references(split: str | Path, config: str | Path, k: int, out: str | Pat
 
 
 def main(args: list[str] | None = None) -> FitCLI:
+    from lab.paths import resolve_config_args
+
+    if args is None:
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])  # `configs/...` from the package outside a checkout
+    else:
+        args = resolve_config_args(list(args))
     given = sys.argv[1:] if args is None else list(args)
     if not given or given[0] not in SUBCOMMANDS:  # `python -m lab.fit --config ...` means `fit`
         if args is None:
@@ -184,8 +190,7 @@ def main(args: list[str] | None = None) -> FitCLI:
         else:
             args = ["fit", *given]
     # Quiet by default: Lightning's "GPU available", "TPU available", logger tips and "Seed set to".
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     # A latent target keeps its frozen autoencoder in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     # Called from Python (a study, references) while the calling script has its own sys.argv: args win, as meant.
@@ -200,6 +205,11 @@ def main(args: list[str] | None = None) -> FitCLI:
             args=args,
         )
 
+
+
+def cli() -> None:
+    """The `lab-fit` console script: `main` without its return value (which would be the exit status)."""
+    main()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -28,6 +29,7 @@ from lab.data import split_from_folders
 from lab.data.split import write_json_atomic
 from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
 from lab.locks import folder_lock
+from lab.paths import resolve_config_args
 from lab.report import write_csv_atomic
 from lab.scoring import check_trainer_kwargs
 from lab.targets.load import load_pipeline, load_target, target_folders
@@ -139,7 +141,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> None:
-    cfg = build_parser().parse_args(args)
+    cfg = build_parser().parse_args(resolve_config_args(sys.argv[1:] if args is None else list(args)))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with exit_on_lab_error("lab.infer"), sigterm_is_an_error("nothing was written; rerun the same command"):
         result = run(cfg.target, cfg.attacks, cfg.owner, cfg.heldout, cfg.simulate, cfg.owner_size, cfg.heldout_size,

@@ -18,7 +18,8 @@ float32 and ties distinct scores (seen here: AUC 0.5 instead of 0.75), so it is 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from scipy.stats import rankdata
+from sklearn.metrics import roc_curve
 
 FPRS = (0.001, 0.01, 0.05)
 
@@ -35,23 +36,46 @@ def _check(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def tpr_at_fpr(scores, is_member, fpr_target: float) -> float:
+    """The largest TPR over thresholds whose FPR <= fpr_target: flag every example scoring above the
+    (k+1)-th highest non-member score, k the most non-members the target FPR allows. The same value
+    as the maximum over scikit-learn's full ROC curve (`drop_intermediate=False`; with dropped
+    collinear points a tie of members and non-members can hide the best threshold), in one sort:
+    the bootstrap calls it thousands of times."""
     scores, is_member = _check(scores, is_member)
-    if (~is_member).sum() * fpr_target < 1:
+    neg = np.sort(scores[~is_member])[::-1]
+    n_neg = len(neg)
+    if n_neg * fpr_target < 1:
         return float("nan")  # FPR this low cannot be measured with so few non-members
-    fpr, tpr, _ = roc_curve(is_member, scores)
-    return float(tpr[fpr <= fpr_target].max())
+    k = _allowed(n_neg, fpr_target)
+    if k >= n_neg:
+        return 1.0
+    return float((scores[is_member] > neg[k]).mean())
+
+
+def _allowed(n_neg: int, fpr_target: float) -> int:
+    """The most false positives k with k / n_neg <= fpr_target, by the same float comparison as an ROC curve."""
+    k = int(np.floor(fpr_target * n_neg))
+    while k + 1 <= n_neg and (k + 1) / n_neg <= fpr_target:
+        k += 1
+    while k > 0 and k / n_neg > fpr_target:
+        k -= 1
+    return k
 
 
 def best_accuracy(scores, is_member) -> float:
     scores, is_member = _check(scores, is_member)
-    fpr, tpr, _ = roc_curve(is_member, scores)
+    fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
     return float(np.max(1 - (fpr + (1 - tpr)) / 2))
 
 
 def auc(scores, is_member) -> float:
-    """Area under the ROC curve (one pass: what the bootstrap resamples)."""
+    """Area under the ROC curve, as the Mann-Whitney statistic with average ranks for ties (equal
+    to scikit-learn's `roc_auc_score`, about 50x faster: what the bootstrap resamples)."""
     scores, is_member = _check(scores, is_member)
-    return float(roc_auc_score(is_member, scores))
+    n_pos = int(is_member.sum())
+    n_neg = len(scores) - n_pos
+    ranks = rankdata(scores)
+    return float((ranks[is_member].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def summary(scores, is_member) -> dict[str, float]:
@@ -69,7 +93,7 @@ def threshold_at_fpr(scores, is_member, fpr_target: float) -> float:
     scores, is_member = _check(scores, is_member)
     if (~is_member).sum() * fpr_target < 1:
         return float("nan")
-    fpr, _, thresholds = roc_curve(is_member, scores)
+    fpr, _, thresholds = roc_curve(is_member, scores, drop_intermediate=False)
     return float(thresholds[fpr <= fpr_target].min())
 
 

@@ -18,11 +18,12 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lab.attacks import Attack
 from lab.data import MembershipDataModule
 from lab.data.split import write_json_atomic
+from lab.console import quiet_lightning
 from lab.errors import LabError
 from lab.gather import ShardWriter, merge_shards
 from lab.report import write_csv_atomic
@@ -35,6 +36,7 @@ def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[n
     Under DDP (`trainer_kwargs` with a `ddp`/`ddp_spawn` strategy) every rank scores its shard and
     rank 0 gets all of them, each example once; other ranks get None.
     """
+    quiet_lightning()  # one Trainer per (target, attack): no banners, from the CLIs, notebooks or lab.evaluate
     shards = tempfile.mkdtemp(prefix="lab_predict_")
     writer = ShardWriter(shards)
     trainer = pl.Trainer(
@@ -70,14 +72,19 @@ def target_state(target: Target) -> str:
 
 
 def score_target(
-    target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None
+    target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None,
+    dataset: Dataset | None = None,
 ) -> pd.DataFrame:
     """The scores table of every attack on one target: one row per (attack, example).
 
-    With `partial` (a folder), each finished attack's rows are kept there, and an attack whose rows
-    are there for the same target files, split and settings is not run again (a killed run resumes)."""
-    data = MembershipDataModule.from_split_file(target.split_path)
-    loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
+    The examples are the target's split, read from its sources (or `dataset`: (image, split row)
+    pairs already in memory). With `partial` (a folder), each finished attack's rows are kept there,
+    and an attack whose rows are there for the same target files, split and settings is not run
+    again (a killed run resumes)."""
+    if dataset is None:
+        dataset = MembershipDataModule.from_split_file(target.split_path).dataset()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    name = target.path.name if target.path is not None else "in-memory"
     frames = []
     state = target_state(target) if partial is not None and target.path is not None else None
     for key, attack in attacks.items():
@@ -96,14 +103,14 @@ def score_target(
         if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
             continue
         rows, values, calls, grads, speed = result
-        print(f"lab.attack: {key} on {target.path.name if target.path else 'target'}: {len(rows)} examples, "
+        print(f"lab.attack: {key} on {name}: {len(rows)} examples, "
               f"{calls:g} denoiser calls each, {len(rows) / speed:.1f} s", flush=True)
         if sorted(rows.tolist()) != list(range(len(target.split.ids))):
             raise LabError(f"{key}: the attack did not score every example exactly once")
         scores = attack.finalize(values, rows, target.split)
         if not np.isfinite(scores).all():
             bad = int((~np.isfinite(scores)).sum())
-            raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path}: the target or the data is broken")
+            raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path or name}: the target or the data is broken")
         frames.append(
             pd.DataFrame(
                 {
@@ -112,7 +119,7 @@ def score_target(
                     "role": [target.split.roles[r] for r in rows],
                     "split": [target.split.eval_splits[r] for r in rows],
                     "score": scores,
-                    "target": target.path.name,
+                    "target": name,
                     "epoch": target.epoch,
                     "calls_per_example": calls,
                     "grads_per_example": grads,

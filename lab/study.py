@@ -20,6 +20,7 @@ Each step reads what the one before wrote (split -> fit -> targets -> scores -> 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +34,7 @@ from lab import fit as lab_fit
 from lab import study_report
 from lab.errors import LabError, ShortErrors, exit_on_lab_error, sigterm_is_an_error
 from lab.locks import folder_lock
+from lab.paths import DEFAULT_STUDY, resolve_config, resolve_config_args
 
 
 def fit_arm(fit_config: str, root: Path, overrides: dict) -> None:
@@ -60,7 +62,7 @@ def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tup
         raise LabError(
             f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit_config', 'fit' (lab.fit overrides) and 'attacks'"
         )
-    config = spec.get("fit_config") or fit_config
+    config = resolve_config(spec.get("fit_config") or fit_config)
     if not Path(config).is_file():
         raise LabError(f"study arm {arm!r}: fit config not found: {config}")
     names = spec.get("attacks") or list(attacks)
@@ -131,6 +133,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> pd.DataFrame:
+    args = resolve_config_args(sys.argv[1:] if args is None else list(args))
+    if not any(a.split("=", 1)[0] in ("--config", "--fit_config") for a in args):  # the default study, also outside a checkout
+        args = ["--config", resolve_config(DEFAULT_STUDY), *args]
     cfg = build_parser().parse_args(args)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
@@ -141,6 +146,11 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
     print(table[shown].rename(columns=study_report.TABLE_COLUMNS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nreport: {Path(cfg.out) / 'report' / 'index.html'}  TensorBoard: tensorboard --logdir {cfg.out}")
     return table
+
+
+def cli() -> None:
+    """The `lab-study` console script: `main` without its return value (which would be the exit status)."""
+    main()
 
 
 if __name__ == "__main__":

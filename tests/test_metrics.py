@@ -90,3 +90,24 @@ def test_bootstrap_interval_is_95_percent():
     lo, hi = metrics.bootstrap_ci(scores, member, lambda s, m: float(s[m].mean()), n=2000)
     half = (hi - lo) / 2 * np.sqrt(n)
     assert 1.85 < half < 2.07, half
+
+
+def test_fast_auc_and_tpr_equal_scikit_learn_with_ties():
+    """The bootstrap's rank AUC and one-sort TPR@FPR equal scikit-learn's on its full ROC curve,
+    also with many ties (RMIA's scores are fractions) and FPR targets at float edges (0.29 x 100)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(4, 300))
+        is_member = rng.random(n) < rng.uniform(0.1, 0.9)
+        if is_member.all() or not is_member.any():
+            continue
+        scores = rng.integers(0, int(rng.integers(2, 30)), n).astype(float) if trial % 2 else rng.normal(size=n) + is_member
+        assert metrics.auc(scores, is_member) == pytest.approx(roc_auc_score(is_member, scores), abs=1e-12)
+        fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
+        for f in (0.01, 0.05, 0.1, 0.29, 0.5, 1.0):
+            if (~is_member).sum() * f < 1:
+                assert np.isnan(metrics.tpr_at_fpr(scores, is_member, f))
+            else:
+                assert metrics.tpr_at_fpr(scores, is_member, f) == pytest.approx(tpr[fpr <= f].max(), abs=1e-12), (trial, f)

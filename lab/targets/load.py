@@ -112,24 +112,6 @@ def load_pipeline(path: str | Path) -> Target:
         raise LabError(f"cannot load the diffusers pipeline in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         diffusers_logging.set_verbosity(verbosity)
-    unet, scheduler = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
-    if not isinstance(unet, UNet2DModel):
-        raise LabError(f"{path}: the denoiser is a {type(unet).__name__}; the lab attacks UNet2DModel denoisers")
-    if not hasattr(scheduler, "alphas_cumprod"):
-        raise LabError(f"{path}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM/DDIM schedule)")
-    if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
-        raise LabError(f"{path}: the denoiser predicts {scheduler.config.prediction_type!r}; the attacks need epsilon prediction")
-    autoencoder = None
-    if kind == "LDMPipeline":
-        autoencoder = getattr(pipe, "vqvae", None)
-        if not isinstance(autoencoder, (AutoencoderKL, VQModel)):
-            raise LabError(f"{path}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel")
-        if unet.config.in_channels != latent_channels(autoencoder):
-            raise LabError(
-                f"{path}: the UNet takes {unet.config.in_channels}-channel inputs but the autoencoder makes "
-                f"{latent_channels(autoencoder)}-channel latents"
-            )
-        autoencoder = autoencoder.eval().requires_grad_(False)
     meta_path = path / "target.json"
     try:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -141,7 +123,34 @@ def load_pipeline(path: str | Path) -> Target:
         raise LabError(f"{meta_path}: epoch must be a non-negative integer, got {meta['epoch']!r}")
     if not isinstance(meta.get("split_fingerprint", ""), str):
         raise LabError(f"{meta_path}: split_fingerprint must be a string")
-    return Target(unet.eval().requires_grad_(False), scheduler, None, None, path, meta, autoencoder)
+    return target_from_pipeline(pipe, path, meta)
+
+
+def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = None) -> Target:
+    """A loaded (or in-memory) DDPM/DDIM/LDM pipeline as a checked Target, without a split."""
+    where = path or type(pipe).__name__
+    kind = type(pipe).__name__
+    if kind not in PIPELINES:
+        raise LabError(f"{where}: a {kind}; supported pipelines: {', '.join(PIPELINES)}")
+    unet, scheduler = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
+    if not isinstance(unet, UNet2DModel):
+        raise LabError(f"{where}: the denoiser is a {type(unet).__name__}; the lab attacks UNet2DModel denoisers")
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise LabError(f"{where}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM/DDIM schedule)")
+    if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+        raise LabError(f"{where}: the denoiser predicts {scheduler.config.prediction_type!r}; the attacks need epsilon prediction")
+    autoencoder = None
+    if kind == "LDMPipeline":
+        autoencoder = getattr(pipe, "vqvae", None)
+        if not isinstance(autoencoder, (AutoencoderKL, VQModel)):
+            raise LabError(f"{where}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel")
+        if unet.config.in_channels != latent_channels(autoencoder):
+            raise LabError(
+                f"{where}: the UNet takes {unet.config.in_channels}-channel inputs but the autoencoder makes "
+                f"{latent_channels(autoencoder)}-channel latents"
+            )
+        autoencoder = autoencoder.eval().requires_grad_(False)
+    return Target(unet.eval().requires_grad_(False), scheduler, None, None, path, meta or {}, autoencoder)
 
 
 def load_target(path: str | Path, split_file: str | Path | None = None) -> Target:

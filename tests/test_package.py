@@ -1,0 +1,47 @@
+"""The distribution installs outside a checkout: configs inside the package, console scripts,
+the study's default config found from anywhere, and its own name (the import stays `lab`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A plain (non-editable) install of this checkout, without dependencies (they are this venv's)."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(target), str(ROOT)], check=True, capture_output=True)
+    return target
+
+
+def run_outside(installed, tmp_path, *cmd):
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    return subprocess.run(list(cmd), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_an_install_outside_the_checkout_runs_the_study_with_its_default_config(installed, tmp_path):
+    assert (installed / "lab" / "configs" / "study" / "mnist.yaml").is_file()
+    assert list(installed.glob("diffusion_mia_lab-*.dist-info"))
+    where = run_outside(installed, tmp_path, sys.executable, "-c", "import lab; print(lab.__file__, lab.__version__)")
+    assert where.stdout.startswith(str(installed)) and "unknown" not in where.stdout
+    shown = run_outside(installed, tmp_path, sys.executable, "-m", "lab.study", "--print_config")
+    assert shown.returncode == 0, shown.stderr
+    assert "seeds:" in shown.stdout and "fit_config: configs/study/ddpm_mnist_fit.yaml" in shown.stdout
+    helped = run_outside(installed, tmp_path, sys.executable, "-m", "lab.study", "--help")
+    assert helped.returncode == 0 and "--seeds" in helped.stdout
+
+
+@pytest.mark.parametrize("script", ["lab-fit", "lab-attack", "lab-study", "lab-infer"])
+def test_console_scripts(installed, tmp_path, script):
+    done = run_outside(installed, tmp_path, str(installed / "bin" / script), "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout.lower()
