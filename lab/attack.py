@@ -23,6 +23,7 @@ import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lab.attacks import ATTACKS, make_attacks, sweep_timesteps
+from lab.console import Progress
 from lab.data import split_from_folders
 from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
 from lab.locks import folder_lock
@@ -80,7 +81,8 @@ def run(
         # resume per (target, attack) unless Lightning relaunches this command once per process (strategy ddp)
         relaunched = "ddp" in str((trainer or {}).get("strategy", "")) and "spawn" not in str((trainer or {}).get("strategy", ""))
         partial = None if relaunched else out_dir / PARTIAL_DIR
-        per_target = [score_target(t, built, batch_size, trainer, partial) for t in targets]
+        progress = Progress(len(targets) * len(built))  # a line per (target, attack) with an ETA for the rest
+        per_target = [score_target(t, built, batch_size, trainer, partial, progress=progress) for t in targets]
         if any(s is None for s in per_target):  # a DDP rank other than 0
             return None, None, out_dir
         scores = pd.concat(per_target, ignore_index=True)

@@ -143,6 +143,20 @@ class MembershipAUC(pl.Callback):
             raise LabError(f"MembershipAUC runs threshold-free attacks only; {', '.join(learned)} learn from labels")
         self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Register the hyper-parameters with the live MIA metrics in TensorBoard's HParams tab, so
+        that runs (seeds, DP settings, sizes) compare by their leakage, not by a placeholder."""
+        from lightning.pytorch.loggers import TensorBoardLogger
+        from torch.utils.tensorboard.summary import hparams
+
+        params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in pl_module.hparams.items()}
+        metrics = {f"mia/{key}/{m}": 0.0 for key in self.attacks for m in ("auc", "tpr@1%fpr")}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams writes them
+                for summary in hparams(params, metrics):
+                    writer.add_summary(summary)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if epoch % self.every_n_epochs and epoch not in (1, trainer.max_epochs):
@@ -161,8 +175,11 @@ class MembershipAUC(pl.Callback):
                     out = [attack.predict_step((x.to(pl_module.device), rows)) for x, rows in loader]
                     values, rows = torch.cat([o["values"] for o in out]), torch.cat([o["rows"] for o in out]).numpy()
                     result = metrics.summary(attack.finalize(values, rows, dm.split), is_member)
-                    pl_module.log(f"mia/{key}/auc", result["auc"])
-                    pl_module.log(f"mia/{key}/tpr@1%fpr", result["tpr@0.01fpr"])
+                    live = {f"mia/{key}/auc": result["auc"], f"mia/{key}/tpr@1%fpr": result["tpr@0.01fpr"]}
+                    # stepped by epoch, as lab.attack's scalars of each export are: one x-axis in TensorBoard
+                    for logger in trainer.loggers:
+                        logger.log_metrics(live, step=epoch)
+                    trainer.callback_metrics.update({k: torch.tensor(v) for k, v in live.items()})
         finally:
             unet.train(was_training)
             for p, g in zip(unet.parameters(), grads):

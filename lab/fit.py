@@ -51,12 +51,18 @@ class FitCLI(LightningCLI):
             if trainer.get(key) is not None and trainer[key] < 0 and not (key == "max_steps" and trainer[key] == -1):
                 raise LabError(f"trainer.{key} must be >= 0, got {trainer[key]}")
         root = trainer.get("default_root_dir") or "."
+        callbacks = trainer.get("callbacks") or []
+        live = any(getattr(c, "class_path", "").endswith("MembershipAUC") for c in callbacks)
         logger = trainer.get("logger")
+        if live and logger in (None, True):  # Lightning's default logger, made explicit to register the MIA metrics
+            logger = trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                                   init_args=Namespace(save_dir=root, name="lightning_logs"))
         for spec in logger if isinstance(logger, list) else [logger]:
             if getattr(spec, "class_path", "").endswith("TensorBoardLogger"):
                 spec.init_args.save_dir = root
                 spec.init_args.name = spec.init_args.get("name") or "tensorboard"
-        callbacks = trainer.get("callbacks") or []
+                if live:  # HParams lists the live MIA metrics (MembershipAUC.on_fit_start) instead of hp_metric = -1
+                    spec.init_args.default_hp_metric = False
         if not sys.stdout.isatty() and trainer.get("enable_progress_bar") is not False:
             # not a terminal (a log file, CI, SLURM): a line every few epochs instead of a bar redrawn per step
             trainer["enable_progress_bar"] = False

@@ -39,6 +39,7 @@ class ShardWriter(BasePredictionWriter):
             "values": torch.cat([p["values"] for p in o]) if o else torch.zeros(0),
             "calls": (torch.tensor([p["calls"] for p in o], dtype=torch.float64) * n).sum().reshape(1),
             "grads": (torch.tensor([p["grads"] for p in o], dtype=torch.float64) * n).sum().reshape(1),
+            "reused": (torch.tensor([p.get("reused", 0.0) for p in o], dtype=torch.float64) * n).sum().reshape(1),
         }
         path = Path(self.directory) / f"rank_{trainer.global_rank}.safetensors"
         save_file({k: v.contiguous() for k, v in shard.items()}, str(path) + ".tmp")
@@ -47,16 +48,18 @@ class ShardWriter(BasePredictionWriter):
         trainer.strategy.barrier()  # every shard is on disk before rank 0 merges
 
 
-def merge_shards(directory: str | Path) -> tuple[np.ndarray, torch.Tensor, float, float]:
-    """(rows, values, calls per example, backward passes per example), one entry per distinct row, sorted."""
+def merge_shards(directory: str | Path) -> tuple[np.ndarray, torch.Tensor, float, float, float]:
+    """(rows, values, calls per example, backward passes per example, calls reused per example), one
+    entry per distinct row, sorted."""
     shards = [load_file(p) for p in sorted(Path(directory).glob("rank_*.safetensors"))]
     rows = torch.cat([s["rows"] for s in shards])
     values = torch.cat([s["values"] for s in shards])
     scored = len(rows)
     calls = float(sum(s["calls"].item() for s in shards)) / max(scored, 1)
     grads = float(sum(s["grads"].item() for s in shards)) / max(scored, 1)
+    reused = float(sum(s["reused"].item() for s in shards)) / max(scored, 1)
     order = torch.argsort(rows, stable=True)
     rows, values = rows[order], values[order]
     first = torch.ones(len(rows), dtype=torch.bool)
     first[1:] = rows[1:] != rows[:-1]  # a row a padded shard scored twice is kept once
-    return rows[first].numpy(), values[first], calls, grads
+    return rows[first].numpy(), values[first], calls, grads, reused

@@ -45,6 +45,8 @@ def metrics_table(scores: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> 
             row[f"two_stage@{f:g}_test_tpr"], row[f"two_stage@{f:g}_test_fpr"] = ts["test_tpr"], ts["test_fpr"]
         row["calls_per_example"] = float(g.calls_per_example.iloc[0])
         row["grads_per_example"] = float(g.grads_per_example.iloc[0])
+        if "calls_reused_per_example" in g:  # served by an identical call of an earlier attack on this target
+            row["calls_reused_per_example"] = float(g.calls_reused_per_example.iloc[0])
         row["setup_calls"] = int(g.setup_calls.iloc[0])
         if "examples_per_s" in g:  # wall seconds of the attack on this target
             row["seconds"] = float(len(g) / g.examples_per_s.iloc[0])

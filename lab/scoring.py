@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,17 +22,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lab.attacks import Attack
+from lab.attacks.base import DenoiserCache
 from lab.data import MembershipDataModule
 from lab.data.split import write_json_atomic
-from lab.console import quiet_lightning
+from lab.console import Progress, quiet_lightning
 from lab.errors import LabError
 from lab.gather import ShardWriter, merge_shards
 from lab.report import write_csv_atomic
 from lab.targets.load import Target
 
 
-def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float] | None:
-    """Rows, values, denoiser calls and backward passes per example, and examples/s of one attack.
+def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float, float] | None:
+    """Rows, values, denoiser calls, backward passes and reused calls per example, and examples/s of one attack.
 
     Under DDP (`trainer_kwargs` with a `ddp`/`ddp_spawn` strategy) every rank scores its shard and
     rank 0 gets all of them, each example once; other ranks get None.
@@ -40,8 +42,8 @@ def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[n
     shards = tempfile.mkdtemp(prefix="lab_predict_")
     writer = ShardWriter(shards)
     trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-        inference_mode=not attack.needs_grad, callbacks=[writer], **trainer_kwargs,
+        logger=False, enable_checkpointing=False, enable_model_summary=False, inference_mode=not attack.needs_grad, callbacks=[writer],
+        **{"enable_progress_bar": sys.stderr.isatty(), **trainer_kwargs},  # Lightning's bar on a terminal; lines (above) in a log
     )
     try:
         start = time.perf_counter()
@@ -49,12 +51,12 @@ def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[n
         seconds = time.perf_counter() - start
         if not trainer.is_global_zero:
             return None
-        rows, values, calls, grads = merge_shards(writer.directory)
+        rows, values, calls, grads, reused = merge_shards(writer.directory)
     finally:
         shutil.rmtree(shards, ignore_errors=True)
         if trainer.is_global_zero:
             shutil.rmtree(writer.directory, ignore_errors=True)
-    return rows, values, calls, grads, len(rows) / seconds
+    return rows, values, calls, grads, reused, len(rows) / seconds
 
 
 PARTIAL_DIR = ".partial"  # <out>/.partial/: each finished (target, attack)'s scores, for a rerun after a kill
@@ -73,7 +75,7 @@ def target_state(target: Target) -> str:
 
 def score_target(
     target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None,
-    dataset: Dataset | None = None,
+    dataset: Dataset | None = None, progress: Progress | None = None,
 ) -> pd.DataFrame:
     """The scores table of every attack on one target: one row per (attack, example).
 
@@ -86,6 +88,16 @@ def score_target(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     name = target.path.name if target.path is not None else "in-memory"
     frames = []
+    target.shared["denoiser"] = DenoiserCache()  # identical denoiser calls of these attacks are made once
+    try:
+        return _score_all(target, attacks, loader, trainer_kwargs, partial, progress, name, frames)
+    finally:
+        target.shared.pop("denoiser", None)
+        for attack in attacks.values():
+            attack.cache = None  # the outputs are freed with the run
+
+
+def _score_all(target, attacks, loader, trainer_kwargs, partial, progress, name, frames) -> pd.DataFrame:
     state = target_state(target) if partial is not None and target.path is not None else None
     for key, attack in attacks.items():
         stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
@@ -95,16 +107,18 @@ def score_target(
             try:
                 if json.loads(kept.with_suffix(".json").read_text()) == stamp:
                     frames.append(pd.read_csv(kept, float_precision="round_trip"))
-                    print(f"lab.attack: {key} on {target.path.name}: kept from an earlier run", flush=True)
+                    print(f"lab.attack: {key} on {target.path.name}: kept from an earlier run"
+                          + (f" ({progress.step()})" if progress else ""), flush=True)
                     continue
             except (ValueError, OSError, pd.errors.ParserError):
                 pass  # damaged: score again
         result = predict(attack.bind(target), loader, trainer_kwargs or {})
         if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
             continue
-        rows, values, calls, grads, speed = result
-        print(f"lab.attack: {key} on {name}: {len(rows)} examples, "
-              f"{calls:g} denoiser calls each, {len(rows) / speed:.1f} s", flush=True)
+        rows, values, calls, grads, reused, speed = result
+        shared = f" ({reused:g} reused from earlier attacks)" if reused else ""
+        print(f"lab.attack: {key} on {name}: {len(rows)} examples, {calls:g} denoiser calls each{shared}, "
+              f"{len(rows) / speed:.1f} s" + (f" ({progress.step()})" if progress else ""), flush=True)
         if sorted(rows.tolist()) != list(range(len(target.split.ids))):
             raise LabError(f"{key}: the attack did not score every example exactly once")
         scores = attack.finalize(values, rows, target.split)
@@ -123,6 +137,7 @@ def score_target(
                     "epoch": target.epoch,
                     "calls_per_example": calls,
                     "grads_per_example": grads,
+                    "calls_reused_per_example": reused,
                     "setup_calls": attack.setup_calls,
                     "examples_per_s": speed,
                     "settings": json.dumps(attack.settings(), sort_keys=True, default=str),

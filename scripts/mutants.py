@@ -25,6 +25,7 @@ TESTS = [
     "tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_formulas_sima.py", "tests/test_metrics.py", "tests/test_learned.py",
     "tests/test_faults.py::test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one",
     "tests/test_formulas_rmia.py",
+    "tests/test_attacks.py::test_attacks_on_one_target_share_identical_denoiser_calls",
     "tests/test_infer.py::test_false_positive_rate_stays_at_alpha_and_a_leaky_scorer_is_caught",
     "tests/test_infer.py::test_a_small_shift_in_many_examples_is_detected_where_one_example_is_not",
 ]
@@ -87,6 +88,7 @@ MUTANTS = {
         "model.fit(np.concatenate([owner, heldout]), np.r_[np.ones(len(owner)), np.zeros(len(heldout))])",
     ),
     "cdi-two-sided": ("lab/dataset_inference.py", 'equal_var=False, alternative="greater"', "equal_var=False"),
+    "shared-calls-ignore-timestep": ("lab/attacks/base.py", "        for part in (x, t):", "        for part in (x,):"),
     "learned-test-refit": (
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",

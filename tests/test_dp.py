@@ -138,7 +138,7 @@ def test_more_than_one_optimizer_is_refused(tmp_path):
             self.automatic_optimization = False
 
         def configure_optimizers(self):
-            return [super().configure_optimizers(), torch.optim.SGD(self.unet.parameters(), lr=0.1)]
+            return [super().configure_optimizers()["optimizer"], torch.optim.SGD(self.unet.parameters(), lr=0.1)]
 
     dm = MembershipDataModule(members=8, nonmembers=4, image_size=8, batch_size=4)
     model = TwoOptimizers(image_size=8, channels=1, block_out_channels=(8, 8), norm_num_groups=4,

@@ -38,7 +38,7 @@ def test_fit_logs_loss_lr_and_samples_to_tensorboard(tiny_run):
     (log_dir,) = (run / "tensorboard").iterdir()
     events = EventAccumulator(str(log_dir)).Reload()
     tags = events.Tags()
-    assert {"train/loss_step", "train/loss_epoch", "lr-AdamW"} <= set(tags["scalars"])
+    assert {"train/loss_step", "train/loss_epoch", "lr"} <= set(tags["scalars"])
     assert "samples" in tags["images"]
     assert (log_dir / "hparams.yaml").is_file() and (log_dir / "config.yaml").is_file()
 

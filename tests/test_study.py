@@ -112,8 +112,16 @@ def test_the_study_fit_logs_live_membership_auc(tiny_study):
     (log_dir,) = (out / "no_shift" / "seed_0" / "lightning_logs").iterdir()
     scalars = EventAccumulator(str(log_dir)).Reload().Tags()["scalars"]
     assert {"mia/pia/auc", "mia/pia/tpr@1%fpr", "train/loss_epoch"} <= set(scalars)
-    aucs = [e.value for e in EventAccumulator(str(log_dir)).Reload().Scalars("mia/pia/auc")]
-    assert len(aucs) == 3 and all(0 <= a <= 1 for a in aucs)  # every epoch of 3
+    events = EventAccumulator(str(log_dir)).Reload().Scalars("mia/pia/auc")
+    assert [e.step for e in events] == [1, 2, 3] and all(0 <= e.value <= 1 for e in events)  # every epoch of 3, stepped by epoch
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = EventAccumulator(str(log_dir)).Reload().SummaryMetadata("_hparams_/experiment").plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"mia/pia/auc", "mia/pia/tpr@1%fpr"}  # HParams shows the leakage
+    assert "hp_metric" not in scalars and "lr" in {h.name for h in experiment.hparam_infos}
+    attack_log = next((out / "no_shift" / "seed_0" / "attacks" / "tensorboard").iterdir())
+    assert [e.step for e in EventAccumulator(str(attack_log)).Reload().Scalars("pia/auc")] == [1, 3]  # the same x-axis
 
 
 def test_live_auc_is_the_attack_on_the_validation_split(tmp_path):

@@ -12,6 +12,8 @@ that work on the images themselves (`pixel_input`) get pixels and call `to_laten
 
 from __future__ import annotations
 
+import hashlib
+
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -38,6 +40,9 @@ class Attack(pl.LightningModule):
         self.autoencoder = None
         self._calls = 0
         self._grads = 0
+        self._reused = 0
+        self._sharing = False  # only inside predict_step, without gradients
+        self.cache = None
         self.setup_calls = 0  # one-off denoiser calls per target (e.g. generating samples)
 
     def settings(self) -> dict:
@@ -46,6 +51,7 @@ class Attack(pl.LightningModule):
 
     def bind(self, target: Target) -> "Attack":
         """Attach a frozen target (its denoiser, noise schedule and autoencoder, if latent)."""
+        self.cache = target.shared.get("denoiser")  # set while `lab.scoring.score_target` runs several attacks
         self.unet = target.unet.eval().requires_grad_(False)
         self.autoencoder = target.autoencoder.eval().requires_grad_(False) if target.autoencoder is not None else None
         self.num_train_timesteps = int(target.scheduler.config.num_train_timesteps)
@@ -67,11 +73,21 @@ class Attack(pl.LightningModule):
         return z if self.autoencoder is None else decode(self.autoencoder, z)
 
     def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """One batched denoiser call eps_theta(x_t, t); counted once per example."""
+        """One batched denoiser call eps_theta(x_t, t); counted once per example. When several attacks
+        run on one target, a call another attack already made on the same (denoiser, x_t, t) is served
+        from the shared `DenoiserCache` (still counted: it is part of this attack's cost) and counted
+        as reused."""
         self._calls += x_t.shape[0]
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        return self.unet(x_t, t).sample
+        key = self.cache.key(self.unet, x_t, t) if self.cache is not None and self._sharing else None
+        if key is not None and (hit := self.cache.get(key)) is not None:
+            self._reused += x_t.shape[0]
+            return hit.to(x_t.device, x_t.dtype)
+        out = self.unet(x_t, t).sample
+        if key is not None:
+            self.cache.put(key, out)
+        return out
 
     def grad(self, loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> tuple[torch.Tensor, ...]:
         """One backward pass d loss / d params; counted once (call it per example)."""
@@ -113,13 +129,48 @@ class Attack(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         x0, rows = batch
-        self._calls = self._grads = 0
+        self._calls = self._grads = self._reused = 0
         if not self.pixel_input:
             with torch.no_grad():
                 x0 = self.to_latent(x0)
-        values = self.features(x0, rows) if self.learned else self.score(x0, rows)
+        self._sharing = not self.needs_grad and not torch.is_grad_enabled()
+        try:
+            values = self.features(x0, rows) if self.learned else self.score(x0, rows)
+        finally:
+            self._sharing = False
         n = x0.shape[0]
-        return {"rows": rows.cpu(), "values": values.detach().float().cpu(), "calls": self._calls / n, "grads": self._grads / n}
+        return {"rows": rows.cpu(), "values": values.detach().float().cpu(), "calls": self._calls / n, "grads": self._grads / n,
+                "reused": self._reused / n}
+
+
+class DenoiserCache:
+    """Denoiser outputs keyed by (denoiser, input bytes, timesteps), shared by the attacks run on one
+    target in one `score_target`: PIA, PIAN and SimA at t = 0 all need eps(x0, 0); `loss` and
+    `multistep_loss` draw the same seeded noise. Identical inputs give identical outputs, so a
+    reused output equals a recomputed one bit for bit. Kept on the CPU, up to `limit` bytes."""
+
+    def __init__(self, limit: int = 1 << 30):
+        self.store: dict = {}
+        self.bytes, self.limit = 0, limit
+
+    @staticmethod
+    def key(unet, x: torch.Tensor, t: torch.Tensor) -> tuple:
+        h = hashlib.blake2b(digest_size=20)
+        for part in (x, t):
+            a = part.detach().cpu().contiguous()
+            h.update(f"{a.dtype}{tuple(a.shape)}".encode())
+            h.update(a.numpy().tobytes())
+        return id(unet), h.digest()
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        hit = self.store.get(key)
+        return None if hit is None else hit.clone()
+
+    def put(self, key: tuple, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if self.bytes + size <= self.limit:
+            self.store[key] = value.detach().cpu().clone()
+            self.bytes += size
 
 
 class LearnedAttack(Attack):

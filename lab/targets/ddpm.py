@@ -209,10 +209,10 @@ class PixelDDPM(pl.LightningModule):
                 self.private.load_state_dict(self._private_state)
             opt = self.private.attach(self.unet, opt, self.trainer, self.trainer.datamodule)
         warmup = self.hparams.warmup_steps
-        if not warmup:
-            return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        # always a (possibly constant) schedule named "lr": LearningRateMonitor's tag is then `lr` with and
+        # without DP-SGD (it would otherwise name it after the optimizer class: lr-AdamW, lr-DPOptimizer)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, (lambda step: min(1.0, (step + 1) / warmup)) if warmup else (lambda step: 1.0))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
     def on_fit_start(self) -> None:
         if self.private is not None and len(self.trainer.optimizers) != 1:

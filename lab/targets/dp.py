@@ -16,6 +16,7 @@ checkpoints and exports keep their plain keys.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -129,11 +130,13 @@ class PrivateTraining:
             self.noise_multiplier = self._noise_for_target_epsilon(trainer.max_epochs)
         self._grad_params = [p for p in module.parameters() if p.requires_grad]
         try:
-            _, self.optimizer, _ = self.engine.make_private(
-                module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
-                max_grad_norm=s.max_grad_norm, poisson_sampling=True, grad_sample_mode=s.grad_sample_mode,
-                wrap_model=False,
-            )
+            with warnings.catch_warnings():  # Opacus' "Secure RNG turned off": the lab's DP is for measurement (README)
+                warnings.filterwarnings("ignore", message="Secure RNG turned off")
+                _, self.optimizer, _ = self.engine.make_private(
+                    module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
+                    max_grad_norm=s.max_grad_norm, poisson_sampling=True, grad_sample_mode=s.grad_sample_mode,
+                    wrap_model=False,
+                )
         except (NotImplementedError, ValueError) as e:
             raise LabError(f"Opacus cannot make {type(module).__name__} private: {e}") from None
         return self.optimizer

@@ -35,6 +35,7 @@ class Target:
     path: Path | None
     meta: dict = field(default_factory=dict)
     autoencoder: AutoencoderKL | VQModel | None = None
+    shared: dict = field(default_factory=dict, repr=False)  # what attacks run together share on this target (`lab.scoring`)
 
     @property
     def epoch(self) -> int | None:
