@@ -246,7 +246,7 @@ def test_an_attack_rerun_keeps_each_finished_target_attack_and_gives_the_same_ta
     clean, clean_table, _ = run(target, {"loss": {}, "pia": {}}, out=str(tmp_path / "clean"), bootstrap=5)
     cols = ["attack", "id", "role", "split", "score", "settings", "split_fingerprint"]
     pd.testing.assert_frame_equal(resumed[cols], clean[cols])
-    pd.testing.assert_frame_equal(resumed_table, clean_table)
+    pd.testing.assert_frame_equal(resumed_table.drop(columns="seconds"), clean_table.drop(columns="seconds"))  # wall time differs
     # other settings are scored again, not taken from the kept rows
     changed, _, _ = run(target, {"loss": {"timesteps": [50]}}, out=str(tmp_path / "resumed"), bootstrap=5)
     assert "kept from an earlier run" not in capsys.readouterr().out

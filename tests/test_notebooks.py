@@ -31,3 +31,5 @@ def test_notebook_runs_on_tiny_settings(path, shared_work, monkeypatch):
     NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     images = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name} drew no plot"
+    errors = [f"{o.ename}: {o.evalue}" for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors  # e.g. a figure that failed to render
