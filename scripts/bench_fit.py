@@ -1,9 +1,12 @@
-"""Training throughput: `lab.fit`'s module under a Lightning Trainer vs a bare PyTorch loop.
+"""Training throughput: `lab.fit` vs a bare PyTorch loop on the same UNet and member batches.
 
-Both train the same UNet (same initial weights) on the same pre-made member batches; runs
-alternate so that machine noise hits both. Prints images/s for each and lab / bare (goal >= 0.95).
+Three ways, alternating so that machine noise hits all: a bare loop; `lab.fit`'s module under a
+plain Trainer; and the real `python -m lab.fit` with a config's callbacks (exports, live MIA AUC,
+sample grids, checkpoints, progress lines: `--config configs/study/ddpm_mnist_fit.yaml`, the
+study's), timed as T(epochs) - T(0 epochs) so that start-up (parsing, data) is not counted.
+Prints images/s for each and the ratios to the bare loop (goal >= 0.95).
 
-    .venv/bin/python scripts/bench_fit.py [--epochs 10] [--repeats 3]
+    .venv/bin/python scripts/bench_fit.py [--config configs/study/ddpm_mnist_fit.yaml] [--epochs 100] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -54,10 +57,22 @@ def lab_loop(model: PixelDDPM, batches: list[torch.Tensor], epochs: int, log_dir
     return time.perf_counter() - start
 
 
+def cli_loop(config: str, epochs: int, root: str) -> float:
+    """Wall seconds of `python -m lab.fit --config <config>` for `epochs` epochs, in-process."""
+    import shutil
+
+    from lab import fit
+
+    shutil.rmtree(root, ignore_errors=True)
+    start = time.perf_counter()
+    fit.main(["--config", config, "--trainer.default_root_dir", root, "--trainer.max_epochs", str(epochs)])
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/ddpm_mnist.yaml", help="fit config whose model and data to use")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--config", default="configs/study/ddpm_mnist_fit.yaml", help="fit config whose model, data and callbacks to use")
+    ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
@@ -72,19 +87,25 @@ def main() -> None:
     batches = list(members[order].split(data.batch_size))
     images = sum(len(b) for b in batches) * args.epochs
 
-    bare, lab = [], []
+    torch.set_num_threads(torch.get_num_threads())  # explicit: every way runs on the same threads
+    bare, lab, cli = [], [], []
     with tempfile.TemporaryDirectory() as log_dir:
         bare_loop(copy.deepcopy(template), batches, 1)  # warm-up
         lab_loop(copy.deepcopy(template), batches, 1, log_dir)
         for _ in range(args.repeats):
             bare.append(images / bare_loop(copy.deepcopy(template), batches, args.epochs))
             lab.append(images / lab_loop(copy.deepcopy(template), batches, args.epochs, log_dir))
-    b, l = statistics.median(bare), statistics.median(lab)
+            startup = cli_loop(args.config, 0, f"{log_dir}/cli")
+            cli.append(images / max(cli_loop(args.config, args.epochs, f"{log_dir}/cli") - startup, 1e-9))
+    b, l, c = statistics.median(bare), statistics.median(lab), statistics.median(cli)
     params = sum(p.numel() for p in template.unet.parameters())
-    print(f"UNet {params / 1e6:.2f}M params, {images} images per run, {args.repeats} runs each (median)")
-    print(f"bare PyTorch loop : {b:8.1f} images/s")
-    print(f"lab.fit module    : {l:8.1f} images/s")
-    print(f"ratio lab / bare  : {l / b:8.3f}  (goal >= 0.95)")
+    spread = lambda xs: f"(runs {min(xs):.0f}-{max(xs):.0f})"
+    print(f"UNet {params / 1e6:.2f}M params, {images} images per run, {args.repeats} runs each (median), {torch.get_num_threads()} threads")
+    print(f"bare PyTorch loop           : {b:8.1f} images/s {spread(bare)}")
+    print(f"lab.fit module, plain Trainer: {l:8.1f} images/s {spread(lab)}")
+    print(f"python -m lab.fit ({args.config}): {c:8.1f} images/s {spread(cli)}")
+    print(f"ratio module / bare  : {l / b:8.3f}")
+    print(f"ratio lab.fit / bare : {c / b:8.3f}  (goal >= 0.95)")
 
 
 if __name__ == "__main__":

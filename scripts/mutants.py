@@ -104,7 +104,10 @@ def scratch_copy() -> Path:
     ).stdout.decode().split("\0")
     dest = Path(tempfile.mkdtemp(prefix="lab_mutants_"))
     for f in filter(None, files):
-        if (ROOT / f).is_file():
+        if (ROOT / f).is_symlink():  # configs -> lab/configs
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(ROOT / f), dest / f)
+        elif (ROOT / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest / f)
     return dest

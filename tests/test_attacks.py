@@ -275,11 +275,12 @@ def test_a_timestep_sweep_runs_each_single_timestep_attack_per_t_and_plots_it(ti
 def test_attacks_on_one_target_share_identical_denoiser_calls(tiny_target):
     """PIA, PIAN and SimA at t = 0 all need eps(x0, 0): run together, it is computed once and the
     others reuse it; each attack's own cost and every score stay what they are when run alone."""
-    spec = {"pia": {}, "pian": {}, "sima": {"timestep": 0}, "loss": {}}
+    spec = {"pia": {}, "pian": {}, "sima": {"timestep": 0}, "sima/t100": {"timestep": 100}, "loss": {}}  # sima/t100: same x0, other t
     together = score_target(tiny_target, make_attacks(spec))
     reused = together.groupby("attack").calls_reused_per_example.first()
-    assert reused.to_dict() == {"pia": 0.0, "pian": 1.0, "sima": 1.0, "loss": 0.0}
-    assert together.groupby("attack").calls_per_example.first().to_dict() == {"pia": 2.0, "pian": 2.0, "sima": 1.0, "loss": 4.0}
+    assert reused.to_dict() == {"pia": 0.0, "pian": 1.0, "sima": 1.0, "sima/t100": 0.0, "loss": 0.0}
+    costs = together.groupby("attack").calls_per_example.first().to_dict()
+    assert costs == {"pia": 2.0, "pian": 2.0, "sima": 1.0, "sima/t100": 1.0, "loss": 4.0}
     for name in spec:
         alone = score_target(tiny_target, make_attacks({name: spec[name]}))
         assert (alone.calls_reused_per_example == 0).all()
