@@ -19,22 +19,30 @@ import sys
 from pathlib import Path
 from typing import Optional, Union
 
-import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lab.attacks import ATTACKS, make_attacks, sweep_timesteps
-from lab.console import Progress
-from lab.data import split_from_folders
+from lab.catalogue import ATTACK_NAMES
 from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
-from lab.locks import folder_lock
 from lab.paths import resolve_config_args
-from lab.report import metrics_table, write_csv_atomic, write_report
-from lab.scoring import PARTIAL_DIR, check_trainer_kwargs, predict, score_target, target_state  # noqa: F401 (re-exported)
-from lab.targets.load import load_pipeline, load_target, target_folders
+
+# torch, Lightning and the attacks load on first use, not at import: `--help` and a typo's error line come at once
+_LAZY = {"PARTIAL_DIR": "lab.scoring", "check_trainer_kwargs": "lab.scoring", "predict": "lab.scoring", "score_target": "lab.scoring",
+         "target_state": "lab.scoring", "make_attacks": "lab.attacks", "ATTACKS": "lab.attacks"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lab.attack' has no attribute {name!r}")
 
 
 def folder_split(target: Path, members: str | None, nonmembers: str | None, out_dir: Path, seed: int) -> Path:
     """Write the split of `--members DIR --nonmembers DIR` for the target's image shape; its path."""
+    from lab.data import split_from_folders
+    from lab.targets.load import load_pipeline
+
     if not (members and nonmembers):
         raise LabError("give both --members DIR and --nonmembers DIR")
     channels, size, _ = load_pipeline(target).image_shape
@@ -55,11 +63,20 @@ def run(
     nonmembers: str | None = None,
     split_seed: int = 0,
     sweep: list[int] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """Attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`.
+) -> tuple:
+    """(scores, metrics, out folder): attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`.
 
     `sweep`: timesteps at which each single-timestep attack (loss, pia, pian, sima) runs,
     one label each (`pia/t100`); the report then plots AUC and TPR@1%FPR against t."""
+    import pandas as pd
+
+    from lab.attacks import make_attacks, sweep_timesteps
+    from lab.console import Progress
+    from lab.locks import folder_lock
+    from lab.report import metrics_table, write_csv_atomic, write_report
+    from lab.scoring import PARTIAL_DIR, check_trainer_kwargs, score_target
+    from lab.targets.load import load_target, target_folders
+
     folders = target_folders(target)
     built = make_attacks(sweep_timesteps(attacks, sweep))
     check_trainer_kwargs(trainer or {})
@@ -93,7 +110,7 @@ def run(
     return scores, table, out_dir
 
 
-def format_summary(table: pd.DataFrame) -> str:
+def format_summary(table) -> str:
     cols = {
         "attack": "attack", "epoch": "epoch", "auc": "AUC", "auc_lo": "AUC lo", "auc_hi": "AUC hi",
         "tpr@0.01fpr": "TPR@1%", "two_stage@0.01_test_tpr": "2-stage TPR@1%", "two_stage@0.01_test_fpr": "2-stage FPR",
@@ -116,7 +133,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--split_seed", type=int, default=0, help="seed halving --members/--nonmembers into validation/test")
     p.add_argument(
         "--attacks", type=Union[dict[str, Optional[dict]], list[str]], default=["loss", "pia"],
-        help=f"attack names, or {{name: settings}}; names: {', '.join(ATTACKS)}",
+        help=f"attack names, or {{name: settings}}; names: {', '.join(ATTACK_NAMES)}",
     )
     p.add_argument("--sweep_timesteps", type=Optional[list[int]], default=None,
                    help="run loss, pia, pian, sima at each of these timesteps (labels <attack>/t<t>) and plot AUC vs t")

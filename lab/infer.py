@@ -20,19 +20,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Union
 
-import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lab import dataset_inference as di
-from lab.attacks import make_attacks
-from lab.data import split_from_folders
-from lab.data.split import write_json_atomic
 from lab.errors import LabError, ShortErrors, check_number, exit_on_lab_error, sigterm_is_an_error
-from lab.locks import folder_lock
 from lab.paths import resolve_config_args
-from lab.report import write_csv_atomic
-from lab.scoring import check_trainer_kwargs
-from lab.targets.load import load_pipeline, load_target, target_folders
 
 DEFAULT_ATTACKS = ["loss", "pia", "sima"]
 
@@ -43,6 +34,17 @@ def run(
     alpha: float = 0.05, out: str | None = None, batch_size: int = 64, trainer: dict | None = None, seed: int = 0,
 ) -> dict:
     """Score, test, write `<out>/inference.json` and `<out>/features.csv`; the result as a dict."""
+    import pandas as pd  # torch, Lightning and the attacks load here, not at import: `--help` comes at once
+
+    from lab import dataset_inference as di
+    from lab.attacks import make_attacks
+    from lab.data import split_from_folders
+    from lab.data.split import write_json_atomic
+    from lab.locks import folder_lock
+    from lab.report import write_csv_atomic
+    from lab.scoring import check_trainer_kwargs
+    from lab.targets.load import load_pipeline, load_target, target_folders
+
     check_number("--alpha", alpha, above=0.0, below=1.0)
     check_number("--repeats", repeats, minimum=1, integer=True)
     check_number("--batch_size", batch_size, minimum=1, integer=True)

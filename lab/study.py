@@ -26,20 +26,16 @@ import warnings
 from pathlib import Path
 from typing import Optional, Union
 
-import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lab import attack as lab_attack
-from lab import fit as lab_fit
-from lab import study_report
 from lab.errors import LabError, ShortErrors, exit_on_lab_error, sigterm_is_an_error
-from lab.locks import folder_lock
 from lab.paths import DEFAULT_STUDY, resolve_config, resolve_config_args
 
 
 def fit_arm(fit_config: str, root: Path, overrides: dict) -> None:
     """Fit an arm's target; a rerun after a kill resumes from the arm's last.ckpt (a finished fit
     then only reloads it: its exports are already there)."""
+    from lab import fit as lab_fit
     args = ["--config", fit_config, "--trainer.default_root_dir", str(root)]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
@@ -75,9 +71,14 @@ def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tup
 def run_study(
     fit_config: str, arms: dict, attacks: dict | list, out: str, batch_size: int = 64, bootstrap: int = 200,
     seeds: list[int] = (0,), vary_split: bool = True,
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Each arm (`{fit_config: its own lab.fit YAML, fit: {lab.fit overrides}, attacks: subset}`, all
     optional) is trained and attacked once per seed, into `<out>/<arm>/seed_<s>/`."""
+    import pandas as pd  # torch, Lightning and the attacks load here, not at import: `--help` comes at once
+
+    from lab import attack as lab_attack
+    from lab import study_report
+
     out_dir = Path(out)
     attacks = {n: {} for n in attacks} if isinstance(attacks, list) else attacks
     seeds = check_seeds(seeds)
@@ -132,11 +133,15 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(args: list[str] | None = None) -> pd.DataFrame:
+def main(args: list[str] | None = None):
+    """Parse, run, print; the study table (a DataFrame)."""
     args = resolve_config_args(sys.argv[1:] if args is None else list(args))
     if not any(a.split("=", 1)[0] in ("--config", "--fit_config") for a in args):  # the default study, also outside a checkout
         args = ["--config", resolve_config(DEFAULT_STUDY), *args]
     cfg = build_parser().parse_args(args)
+    from lab import study_report  # after parsing: `--help` and a typo's error do not wait for torch
+    from lab.locks import folder_lock
+
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     resume = "rerun the same command to resume: finished fits, exports and scores are kept"

@@ -45,3 +45,19 @@ def test_console_scripts(installed, tmp_path, script):
     done = run_outside(installed, tmp_path, str(installed / "bin" / script), "--help")
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout.lower()
+
+
+@pytest.mark.parametrize("cli", ["lab.attack", "lab.study", "lab.infer"])
+def test_help_and_typos_come_without_loading_torch(cli):
+    """`--help` and a misspelt option answer at once: torch and Lightning load only to do the work."""
+    code = (f"import sys; sys.argv = ['{cli}', '--help']\nimport {cli} as m\ntry:\n    m.main()\nexcept SystemExit:\n    pass\n"
+            "print('loaded:', sorted(n for n in ('torch', 'lightning', 'diffusers') if n in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip().endswith("loaded: []"), done.stdout[-300:] + done.stderr[-300:]
+
+
+def test_the_light_catalogue_names_every_attack():
+    from lab.attacks import ATTACKS
+    from lab.catalogue import ATTACK_NAMES
+
+    assert ATTACK_NAMES == tuple(ATTACKS)
