@@ -145,6 +145,11 @@ def main(args: list[str] | None = None):
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     resume = "rerun the same command to resume: finished fits, exports and scores are kept"
+    with exit_on_lab_error("lab.study"):  # the seeds and every arm checked before the output folder is touched
+        check_seeds(cfg.seeds)
+        attacks = {n: {} for n in cfg.attacks} if isinstance(cfg.attacks, list) else cfg.attacks
+        for arm, spec in cfg.arms.items():
+            arm_plan(arm, spec, attacks, cfg.fit_config)
     with exit_on_lab_error("lab.study"), sigterm_is_an_error(resume), folder_lock(cfg.out, "lab.study"):
         table = run_study(cfg.fit_config, cfg.arms, cfg.attacks, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.seeds, cfg.vary_split)
     shown = ["arm", "attack", "epoch", "seeds", "auc", "auc_lo", "auc_hi", "auc_seed_min", "auc_seed_max", "tpr@0.01fpr", "two_stage@0.01_test_fpr"]

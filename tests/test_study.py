@@ -171,6 +171,10 @@ def test_a_bad_study_arm_is_a_clear_error(tmp_path, capsys):
         main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{ok: {}, a: {attacks: [gsa9]}}", "--attacks", "[pia]", "--out", str(tmp_path)])
     assert "attacks ['gsa9'] are not among the study's attacks" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "ok").exists()  # checked before any training
+    with pytest.raises(SystemExit):
+        main(["--config", "configs/study/tiny.yaml", "--seeds", "[0, 0]", "--out", str(tmp_path / "seeds")])
+    assert "lab.study: error: seeds must be a list of distinct integers, got [0, 0]" in capsys.readouterr().err
+    assert not (tmp_path / "seeds").exists()  # not even the lock file
 
 
 def test_a_rerun_of_the_study_resumes_instead_of_starting_over(tiny_study, capsys):
