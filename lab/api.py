@@ -2,7 +2,7 @@
 
     import lab
     from diffusers import DDPMPipeline
-    pipe = DDPMPipeline.from_pretrained("checkpoints/ddpm_mnist/epoch_0100")
+    pipe = DDPMPipeline.from_pretrained("checkpoints/ddpm_mnist/epoch_0100", local_files_only=True)
     metrics, scores = lab.evaluate(pipe, members=member_images, nonmembers=other_images, attacks=["loss", "pia"])
     metrics[["attack", "auc", "auc_lo", "auc_hi", "tpr@0.01fpr"]]
 

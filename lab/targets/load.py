@@ -108,7 +108,7 @@ def load_pipeline(path: str | Path) -> Target:
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # LDMPipeline types `vqvae` as VQModel; an AutoencoderKL there is fine
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False)
+        pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False, local_files_only=True)  # never the Hub
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
         raise LabError(f"cannot load the diffusers pipeline in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
