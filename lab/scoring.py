@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import contextmanager
 import sys
 import tempfile
 import time
@@ -88,67 +89,72 @@ def score_target(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     name = target.path.name if target.path is not None else "in-memory"
     frames = []
-    target.shared["denoiser"] = DenoiserCache()  # identical denoiser calls of these attacks are made once
+    with shared_denoiser_calls(target, attacks):
+        state = target_state(target) if partial is not None and target.path is not None else None
+        for key, attack in attacks.items():
+            stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
+                     "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
+            kept = partial / f"{target.path.name}__{key.replace('/', '-')}.csv" if state is not None else None
+            if kept is not None and kept.is_file() and kept.with_suffix(".json").is_file():
+                try:
+                    if json.loads(kept.with_suffix(".json").read_text()) == stamp:
+                        frames.append(pd.read_csv(kept, float_precision="round_trip"))
+                        print(f"lab.attack: {key} on {target.path.name}: kept from an earlier run"
+                              + (f" ({progress.step()})" if progress else ""), flush=True)
+                        continue
+                except (ValueError, OSError, pd.errors.ParserError):
+                    pass  # damaged: score again
+            result = predict(attack.bind(target), loader, trainer_kwargs or {})
+            if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
+                continue
+            rows, values, calls, grads, reused, speed = result
+            shared = f" ({reused:g} reused from earlier attacks)" if reused else ""
+            print(f"lab.attack: {key} on {name}: {len(rows)} examples, {calls:g} denoiser calls each{shared}, "
+                  f"{len(rows) / speed:.1f} s" + (f" ({progress.step()})" if progress else ""), flush=True)
+            if sorted(rows.tolist()) != list(range(len(target.split.ids))):
+                raise LabError(f"{key}: the attack did not score every example exactly once")
+            scores = attack.finalize(values, rows, target.split)
+            if not np.isfinite(scores).all():
+                bad = int((~np.isfinite(scores)).sum())
+                raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path or name}: the target or the data is broken")
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "attack": key,
+                        "id": [target.split.ids[r] for r in rows],
+                        "role": [target.split.roles[r] for r in rows],
+                        "split": [target.split.eval_splits[r] for r in rows],
+                        "score": scores,
+                        "target": name,
+                        "epoch": target.epoch,
+                        "calls_per_example": calls,
+                        "grads_per_example": grads,
+                        "calls_reused_per_example": reused,
+                        "setup_calls": attack.setup_calls,
+                        "examples_per_s": speed,
+                        "settings": json.dumps(attack.settings(), sort_keys=True, default=str),
+                        "split_fingerprint": target.split.fingerprint(),
+                    }
+                )
+            )
+            if kept is not None:
+                write_csv_atomic(frames[-1], kept)
+                write_json_atomic(kept.with_suffix(".json"), stamp)
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+
+@contextmanager
+def shared_denoiser_calls(target: Target, attacks: dict[str, Attack]):
+    """While several attacks run on one target, identical denoiser calls are made once (a
+    `DenoiserCache` on the target); the outputs are freed afterwards. One attack alone shares nothing."""
+    if len(attacks) > 1:
+        target.shared["denoiser"] = DenoiserCache()
     try:
-        return _score_all(target, attacks, loader, trainer_kwargs, partial, progress, name, frames)
+        yield
     finally:
         target.shared.pop("denoiser", None)
         for attack in attacks.values():
-            attack.cache = None  # the outputs are freed with the run
-
-
-def _score_all(target, attacks, loader, trainer_kwargs, partial, progress, name, frames) -> pd.DataFrame:
-    state = target_state(target) if partial is not None and target.path is not None else None
-    for key, attack in attacks.items():
-        stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
-                 "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
-        kept = partial / f"{target.path.name}__{key.replace('/', '-')}.csv" if state is not None else None
-        if kept is not None and kept.is_file() and kept.with_suffix(".json").is_file():
-            try:
-                if json.loads(kept.with_suffix(".json").read_text()) == stamp:
-                    frames.append(pd.read_csv(kept, float_precision="round_trip"))
-                    print(f"lab.attack: {key} on {target.path.name}: kept from an earlier run"
-                          + (f" ({progress.step()})" if progress else ""), flush=True)
-                    continue
-            except (ValueError, OSError, pd.errors.ParserError):
-                pass  # damaged: score again
-        result = predict(attack.bind(target), loader, trainer_kwargs or {})
-        if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
-            continue
-        rows, values, calls, grads, reused, speed = result
-        shared = f" ({reused:g} reused from earlier attacks)" if reused else ""
-        print(f"lab.attack: {key} on {name}: {len(rows)} examples, {calls:g} denoiser calls each{shared}, "
-              f"{len(rows) / speed:.1f} s" + (f" ({progress.step()})" if progress else ""), flush=True)
-        if sorted(rows.tolist()) != list(range(len(target.split.ids))):
-            raise LabError(f"{key}: the attack did not score every example exactly once")
-        scores = attack.finalize(values, rows, target.split)
-        if not np.isfinite(scores).all():
-            bad = int((~np.isfinite(scores)).sum())
-            raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path or name}: the target or the data is broken")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "attack": key,
-                    "id": [target.split.ids[r] for r in rows],
-                    "role": [target.split.roles[r] for r in rows],
-                    "split": [target.split.eval_splits[r] for r in rows],
-                    "score": scores,
-                    "target": name,
-                    "epoch": target.epoch,
-                    "calls_per_example": calls,
-                    "grads_per_example": grads,
-                    "calls_reused_per_example": reused,
-                    "setup_calls": attack.setup_calls,
-                    "examples_per_s": speed,
-                    "settings": json.dumps(attack.settings(), sort_keys=True, default=str),
-                    "split_fingerprint": target.split.fingerprint(),
-                }
-            )
-        )
-        if kept is not None:
-            write_csv_atomic(frames[-1], kept)
-            write_json_atomic(kept.with_suffix(".json"), stamp)
-    return pd.concat(frames, ignore_index=True) if frames else None
+            attack.cache = None
 
 
 def check_trainer_kwargs(kwargs: dict) -> None:
