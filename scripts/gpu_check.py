@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--accelerator", default="cuda")
     ap.add_argument("--precisions", nargs="+", default=["32-true", "16-mixed"])
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--config", default=str(ROOT / "configs/ddpm_tiny.yaml"), help="the fit config of the target (default: the tiny smoke target)")
     ap.add_argument("--attacks", nargs="*", default=None, help="default: every attack that needs no reference targets")
     args = ap.parse_args()
 
@@ -35,7 +36,7 @@ def main() -> None:
 
     out = Path(args.out)
     if not list((out / "target").glob("epoch_*")):
-        fit.main(["--config", str(ROOT / "configs/ddpm_tiny.yaml"), "--trainer.default_root_dir", str(out / "target"),
+        fit.main(["--config", args.config, "--trainer.default_root_dir", str(out / "target"),
                   "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator])
     target = load_target(target_folders(out / "target")[-1])
     names = args.attacks or [a for a in ATTACKS if a not in NEEDS_REFERENCES]
