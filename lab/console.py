@@ -1,20 +1,29 @@
 """A quiet console: what a person at the keyboard needs, not the libraries' banners.
 
 Lightning prints "GPU available / TPU available", a logger tip and "Seed set to" for every
-Trainer (one per attack and export, from Python and notebooks too). They go to WARNING here; set
-`logging.getLogger("lightning.pytorch").setLevel(logging.INFO)` after importing lab to see them.
+Trainer (one per attack and export, from Python and notebooks too), "LOCAL_RANK: 0 -
+CUDA_VISIBLE_DEVICES" on a GPU, and warnings that do not apply to the lab's in-memory tensor data
+("does not have many workers") or to a CPU run chosen on a GPU machine ("GPU available but not
+used"). They go to WARNING here; set `logging.getLogger("lightning.pytorch").setLevel(logging.INFO)`
+after importing lab to see the banners.
 """
 
 from __future__ import annotations
 
 import logging
 
-BANNERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero")
+BANNERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
+           "lightning.pytorch.accelerators.cuda")
+NOT_APPLICABLE = (".*does not have many workers.*", "GPU available but not used.*")
 
 
 def quiet_lightning() -> None:
+    import warnings
+
     for name in BANNERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for message in NOT_APPLICABLE:
+        warnings.filterwarnings("ignore", message=message)
 
 
 class Progress:
