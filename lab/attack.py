@@ -38,15 +38,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lab.attack' has no attribute {name!r}")
 
 
-def folder_split(target: Path, members: str | None, nonmembers: str | None, out_dir: Path, seed: int) -> Path:
+def folder_split(target: Path, members: str | None, nonmembers: str | None, out_dir: Path, seed: int, captions: str | None = None) -> Path:
     """Write the split of `--members DIR --nonmembers DIR` for the target's image shape; its path."""
     from lab.data import split_from_folders
     from lab.targets.load import load_pipeline
 
     if not (members and nonmembers):
         raise LabError("give both --members DIR and --nonmembers DIR")
-    channels, size, _ = load_pipeline(target).image_shape
-    split = split_from_folders(members, nonmembers, image_size=size, channels=channels, seed=seed).split
+    loaded = load_pipeline(target)
+    channels, size, _ = loaded.image_shape
+    if loaded.conditional and not captions:
+        raise LabError(f"{target} is a text-to-image target: give --captions COLUMN (the caption column of each folder's metadata.jsonl)")
+    split = split_from_folders(members, nonmembers, image_size=size, channels=channels, seed=seed, captions=captions).split
     split.save(out_dir / "split.json")
     return out_dir / "split.json"
 
@@ -63,11 +66,15 @@ def run(
     nonmembers: str | None = None,
     split_seed: int = 0,
     sweep: list[int] | None = None,
+    conditions: list[str] | None = None,
+    captions: str | None = None,
 ) -> tuple:
     """(scores, metrics, out folder): attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`.
 
     `sweep`: timesteps at which each single-timestep attack (loss, pia, pian, sima) runs,
-    one label each (`pia/t100`); the report then plots AUC and TPR@1%FPR against t."""
+    one label each (`pia/t100`); the report then plots AUC and TPR@1%FPR against t.
+    `conditions` (text-to-image targets): 'caption' and/or 'empty' (the empty prompt; `<attack>@empty`).
+    `captions`: the caption column of the --members/--nonmembers folders' metadata."""
     import pandas as pd
 
     from lab.attacks import make_attacks, sweep_timesteps
@@ -89,7 +96,7 @@ def run(
     targets = None if by_folders else [load_target(f, split) for f in folders]  # all checked before anything is written
     with folder_lock(out_dir, "lab.attack"):  # one writer per output folder, found unusable before any scoring
         if by_folders:
-            split = folder_split(folders[0], members, nonmembers, out_dir, split_seed)
+            split = folder_split(folders[0], members, nonmembers, out_dir, split_seed, captions)
             targets = [load_target(f, split) for f in folders]
         for t in targets:
             if not t.split_bound:  # an external pipeline: say which ground truth was used, since nothing binds it
@@ -98,8 +105,9 @@ def run(
         # resume per (target, attack) unless Lightning relaunches this command once per process (strategy ddp)
         relaunched = "ddp" in str((trainer or {}).get("strategy", "")) and "spawn" not in str((trainer or {}).get("strategy", ""))
         partial = None if relaunched else out_dir / PARTIAL_DIR
-        progress = Progress(len(targets) * len(built))  # a line per (target, attack) with an ETA for the rest
-        per_target = [score_target(t, built, batch_size, trainer, partial, progress=progress) for t in targets]
+        progress = Progress(sum(len(built) * (len(conditions or ("caption",)) if t.conditional else 1) for t in targets))  # a line per (target, attack) with an ETA for the rest
+        per_target = [score_target(t, built, batch_size, trainer, partial, progress=progress, conditions=tuple(conditions or ("caption",)))
+                      for t in targets]
         if any(s is None for s in per_target):  # a DDP rank other than 0
             return None, None, out_dir
         scores = pd.concat(per_target, ignore_index=True)
@@ -141,6 +149,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for confidence intervals")
     p.add_argument("--trainer", type=dict, default={}, help="Trainer arguments, e.g. {accelerator: gpu, devices: 1}")
+    p.add_argument("--condition", type=list[str], default=["caption"],
+                   help="text-to-image targets: condition each denoiser call on the example's caption and/or the empty prompt "
+                        "(e.g. --condition '[caption, empty]'; empty-prompt rows are named <attack>@empty)")
+    p.add_argument("--captions", type=Optional[str], default=None,
+                   help="caption column of the --members/--nonmembers folders' metadata.jsonl / metadata.csv (text-to-image targets)")
     return p
 
 
@@ -150,7 +163,7 @@ def main(args: list[str] | None = None) -> None:
     with exit_on_lab_error("lab.attack"), sigterm_is_an_error("rerun the same command: finished (target, attack) scores are kept"):
         _, table, out = run(
             cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer,
-            cfg.members, cfg.nonmembers, cfg.split_seed, cfg.sweep_timesteps,
+            cfg.members, cfg.nonmembers, cfg.split_seed, cfg.sweep_timesteps, cfg.condition, cfg.captions,
         )
     if table is None:  # a DDP rank other than 0: rank 0 reports
         return

@@ -15,7 +15,6 @@ import torch
 from lab import metrics
 from lab.data.datamodule import SPLIT_FILE
 from lab.errors import LabError, check_number
-from lab.targets.load import Target
 
 TARGET_META = "target.json"
 
@@ -166,8 +165,7 @@ class MembershipAUC(pl.Callback):
         is_member = np.array([dm.split.roles[r] == "member" for r in dm.split.select(eval_split="validation")])
         unet = pl_module.target_unet
         was_training, grads = unet.training, [p.requires_grad for p in unet.parameters()]
-        autoencoder = pl_module.first_stage  # latent targets: attacks encode with it
-        target = Target(unet, pl_module.scheduler, dm.split, split_path=None, path=None, autoencoder=autoencoder)  # path None: no caches of a moving target
+        target = pl_module.attack_target(dm.split)  # path None: no caches of a moving target
         try:
             with torch.inference_mode():
                 for key, attack in self.attacks.items():

@@ -24,6 +24,19 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in NOT_APPLICABLE:
         warnings.filterwarnings("ignore", message=message)
+    quiet_transformers()
+
+
+def quiet_transformers() -> None:
+    """transformers' notices (torchvision missing for image processors it never uses here) and its
+    'Writing model shards' bar, when it is installed (text-to-image targets)."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 class Progress:

@@ -76,14 +76,16 @@ def target_state(target: Target) -> str:
 
 def score_target(
     target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None,
-    dataset: Dataset | None = None, progress: Progress | None = None,
+    dataset: Dataset | None = None, progress: Progress | None = None, conditions: tuple[str, ...] = ("caption",),
 ) -> pd.DataFrame:
     """The scores table of every attack on one target: one row per (attack, example).
 
     The examples are the target's split, read from its sources (or `dataset`: (image, split row)
     pairs already in memory). With `partial` (a folder), each finished attack's rows are kept there,
     and an attack whose rows are there for the same target files, split and settings is not run
-    again (a killed run resumes)."""
+    again (a killed run resumes). On a text-to-image target each attack runs once per condition
+    ('caption': each example's caption; 'empty': the empty prompt), the second named `<attack>@empty`;
+    other targets ignore `conditions`."""
     if dataset is None:
         dataset = MembershipDataModule.from_split_file(target.split_path).dataset()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -91,7 +93,8 @@ def score_target(
     frames = []
     with shared_denoiser_calls(target, attacks):
         state = target_state(target) if partial is not None and target.path is not None else None
-        for key, attack in attacks.items():
+        for key, attack, condition in conditioned(target, attacks, conditions):
+            attack.bind(target, condition)
             stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
                      "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
             kept = partial / f"{target.path.name}__{key.replace('/', '-')}.csv" if state is not None else None
@@ -104,7 +107,7 @@ def score_target(
                         continue
                 except (ValueError, OSError, pd.errors.ParserError):
                     pass  # damaged: score again
-            result = predict(attack.bind(target), loader, trainer_kwargs or {})
+            result = predict(attack, loader, trainer_kwargs or {})
             if result is None:  # a DDP rank other than 0: rank 0 gathers and writes
                 continue
             rows, values, calls, grads, reused, speed = result
@@ -137,10 +140,25 @@ def score_target(
                     }
                 )
             )
+            if target.split.captions is not None:  # text-to-image data: what each example was conditioned on
+                frames[-1].insert(1, "condition", condition if target.conditional else "")
+                frames[-1].insert(6, "caption", [target.split.captions[r] for r in rows])
             if kept is not None:
                 write_csv_atomic(frames[-1], kept)
                 write_json_atomic(kept.with_suffix(".json"), stamp)
         return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def conditioned(target: Target, attacks: dict[str, Attack], conditions: tuple[str, ...]):
+    """(table name, attack, condition) for each run: each condition in turn on a text-to-image target."""
+    from lab.attacks.base import CONDITIONS
+
+    conditions = tuple(conditions)
+    if not conditions or any(c not in CONDITIONS for c in conditions):
+        raise LabError(f"conditions must be among {', '.join(CONDITIONS)}, got {list(conditions)}")
+    for condition in conditions if target.conditional else ("caption",):
+        for key, attack in attacks.items():
+            yield (key if condition == "caption" else f"{key}@{condition}"), attack, condition
 
 
 @contextmanager

@@ -5,6 +5,7 @@ import re
 from lab.attacks.base import Attack, LearnedAttack
 from lab.attacks.blackbox import BlackBox
 from lab.attacks.blind import Blind
+from lab.attacks.clid import CLiD
 from lab.attacks.gradient_norm import GradientNorm
 from lab.attacks.graybox import GrayBox
 from lab.attacks.gsa import GSA1, GSA2
@@ -38,6 +39,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "lira": LiRA,
     "rmia": RMIA,
     "sima": SimA,
+    "clid": CLiD,
 }
 
 

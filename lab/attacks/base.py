@@ -8,11 +8,17 @@ so device, precision and strategy come from the Trainer. Randomness is drawn per
 On a latent target the images are first encoded by the target's autoencoder (s * posterior
 mean: deterministic) and attacked in latent space, as SecMI and PIA do on latent models. Attacks
 that work on the images themselves (`pixel_input`) get pixels and call `to_latent` / `to_image`.
+
+On a text-to-image target every denoiser call is conditioned: `bind(target, condition="caption")`
+embeds each example's caption (from the split, or a batch's third element) with the target's text
+encoder as Stable Diffusion does, `condition="empty"` embeds the empty prompt "" instead (the
+unconditional branch of classifier-free guidance), as SecMI and PIA report both.
 """
 
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 import lightning.pytorch as pl
 import numpy as np
@@ -32,6 +38,8 @@ class Attack(pl.LightningModule):
     sweep_setting: str | None = None  # the setting a timestep sweep varies ("timestep", or "timesteps" as [t])
     needs_grad = False  # gradient attacks: the runner turns Lightning's inference mode off
     pixel_input = False  # True: score() gets images even on latent targets
+    conditional_ok = True  # False: refuses text-to-image targets (says why in `unconditional_only`)
+    unconditional_only = ""
 
     def __init__(self, seed: int = 0):
         super().__init__()
@@ -44,13 +52,24 @@ class Attack(pl.LightningModule):
         self._sharing = False  # only inside predict_step, without gradients
         self.cache = None
         self.setup_calls = 0  # one-off denoiser calls per target (e.g. generating samples)
+        self.text_encoder = self.tokenizer = self.captions = self.condition = self.batch_captions = None
+        self._context = None  # (B, L, D) prompt embeddings of the batch being scored (text-to-image targets)
 
     def settings(self) -> dict:
-        """The attack's hyper-parameters, as written into the scores table."""
-        return dict(self.hparams)
+        """The attack's hyper-parameters, as written into the scores table (with `condition` on a text-to-image target)."""
+        return {**self.hparams, **({"condition": self.condition} if self.condition else {})}
 
-    def bind(self, target: Target) -> "Attack":
-        """Attach a frozen target (its denoiser, noise schedule and autoencoder, if latent)."""
+    def bind(self, target: Target, condition: str = "caption") -> "Attack":
+        """Attach a frozen target (its denoiser, noise schedule and autoencoder, if latent; its text encoder,
+        tokenizer and the split's captions, if text-to-image, conditioned on `condition`: 'caption' | 'empty')."""
+        if condition not in CONDITIONS:
+            raise LabError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+        if target.conditional and not self.conditional_ok:
+            raise LabError(f"{type(self).__name__} does not run on text-to-image targets: {self.unconditional_only}")
+        self.text_encoder, self.tokenizer = target.text_encoder, target.tokenizer
+        self.condition = condition if target.conditional else None
+        self.captions = target.split.captions if target.split is not None else None
+        self._empty = None
         self.cache = target.shared.get("denoiser")  # set while `lab.scoring.score_target` runs several attacks
         self.unet = target.unet.eval().requires_grad_(False)
         self.autoencoder = target.autoencoder.eval().requires_grad_(False) if target.autoencoder is not None else None
@@ -80,14 +99,68 @@ class Attack(pl.LightningModule):
         self._calls += x_t.shape[0]
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        key = self.cache.key(self.unet, x_t, t) if self.cache is not None and self._sharing else None
+        context = self.context_for(x_t.shape[0])
+        parts = (x_t, t) if context is None else (x_t, t, context)
+        key = self.cache.key(self.unet, *parts) if self.cache is not None and self._sharing else None
         if key is not None and (hit := self.cache.get(key)) is not None:
             self._reused += x_t.shape[0]
             return hit.to(x_t.device, x_t.dtype)
-        out = self.unet(x_t, t).sample
+        out = self.unet(x_t, t).sample if context is None else self.unet(x_t, t, encoder_hidden_states=context).sample
         if key is not None:
             self.cache.put(key, out)
         return out
+
+    def context_for(self, n: int) -> torch.Tensor | None:
+        """The prompt embeddings for a denoiser call on `n` inputs: one per example of the batch, or
+        the one example `example(i)` selected, repeated (None on unconditional targets)."""
+        c = self._context
+        if c is None:
+            if self.condition is not None:
+                raise LabError(f"{type(self).__name__}: a text-to-image denoiser called outside predict_step (no prompt embedding)")
+            return None
+        if c.shape[0] == n:
+            return c
+        if c.shape[0] == 1:
+            return c.expand(n, *c.shape[1:])
+        raise LabError(f"{type(self).__name__}: {n} denoiser inputs for {c.shape[0]} prompt embeddings")
+
+    @contextmanager
+    def conditioned_on(self, context: torch.Tensor):
+        """Denoiser calls inside are conditioned on `context` (one prompt embedding per example)."""
+        whole, self._context = self._context, context
+        try:
+            yield
+        finally:
+            self._context = whole
+
+    @contextmanager
+    def example(self, i: int):
+        """Denoiser calls inside are conditioned on example i of the batch alone (per-example loops)."""
+        whole = self._context
+        self._context = whole[i : i + 1] if whole is not None else None
+        try:
+            yield
+        finally:
+            self._context = whole
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """Stable Diffusion's prompt embedding (`lab.targets.text.encode_prompts`), without gradients."""
+        from lab.targets.text import encode_prompts
+
+        with torch.no_grad():
+            return encode_prompts(self.text_encoder, self.tokenizer, prompts)
+
+    def batch_context(self, rows: torch.Tensor, captions: list[str] | None) -> torch.Tensor | None:
+        """The batch's prompt embeddings: each caption, or the empty prompt (embedded once)."""
+        if self.condition is None:
+            return None
+        if self.condition == "empty":
+            if self._empty is None:
+                self._empty = self.embed([""])
+            return self._empty.to(self.device).expand(len(rows), *self._empty.shape[1:])
+        if captions is None:
+            raise LabError(f"{type(self).__name__}: the text-to-image target's examples have no captions")
+        return self.embed(list(captions))
 
     def grad(self, loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> tuple[torch.Tensor, ...]:
         """One backward pass d loss / d params; counted once (call it per example)."""
@@ -128,19 +201,27 @@ class Attack(pl.LightningModule):
         return values.numpy().astype(np.float64)
 
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
-        x0, rows = batch
+        """(images, split rows) or (images, split rows, captions) -> one value per example."""
+        x0, rows, captions = (*batch, None) if len(batch) == 2 else batch
         self._calls = self._grads = self._reused = 0
         if not self.pixel_input:
             with torch.no_grad():
                 x0 = self.to_latent(x0)
+        self.batch_captions = ([self.captions[r] for r in rows.tolist()] if captions is None and self.captions is not None
+                               else list(captions) if captions is not None else None)
+        self._context = self.batch_context(rows, self.batch_captions)
         self._sharing = not self.needs_grad and not torch.is_grad_enabled()
         try:
             values = self.features(x0, rows) if self.learned else self.score(x0, rows)
         finally:
             self._sharing = False
+            self._context = None
         n = x0.shape[0]
         return {"rows": rows.cpu(), "values": values.detach().float().cpu(), "calls": self._calls / n, "grads": self._grads / n,
                 "reused": self._reused / n}
+
+
+CONDITIONS = ("caption", "empty")
 
 
 class DenoiserCache:
@@ -154,9 +235,10 @@ class DenoiserCache:
         self.bytes, self.limit = 0, limit
 
     @staticmethod
-    def key(unet, x: torch.Tensor, t: torch.Tensor) -> tuple:
+    def key(unet, *parts: torch.Tensor) -> tuple:
+        """(denoiser, hash of the inputs: x_t, t and the prompt embedding if any)."""
         h = hashlib.blake2b(digest_size=20)
-        for part in (x, t):
+        for part in parts:
             a = part.detach().cpu().contiguous()
             h.update(f"{a.dtype}{tuple(a.shape)}".encode())
             h.update(a.numpy().tobytes())

@@ -25,6 +25,8 @@ CACHE_DIR = ".lab_cache"
 
 
 class BlackBox(Attack):
+    conditional_ok = False
+    unconditional_only = "it compares with unconditional samples, and a text-to-image target samples from prompts"
     pixel_input = True
 
     def __init__(self, num_samples: int = 1000, steps: int = 50, batch_size: int = 250, seed: int = 0):
@@ -40,9 +42,9 @@ class BlackBox(Attack):
         h = self.hparams
         return Path(target.path) / CACHE_DIR / f"blackbox_n{h.num_samples}_s{h.steps}_seed{h.seed}.safetensors"
 
-    def bind(self, target) -> "BlackBox":
+    def bind(self, target, condition: str = "caption") -> "BlackBox":
         """Generate (or load) the target's samples; keep only them, not the model."""
-        super().bind(target)
+        super().bind(target, condition)
         path = self.cache_path(target)
         if path is not None and path.is_file():
             try:

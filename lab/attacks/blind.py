@@ -29,7 +29,7 @@ class Blind(LearnedAttack):
         self.save_hyperparameters()
         self.classifier = None
 
-    def bind(self, target) -> "Blind":
+    def bind(self, target, condition: str = "caption") -> "Blind":
         """Keep nothing of the target: the baseline must not see the model."""
         self.unet = None
         return self

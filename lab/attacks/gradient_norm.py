@@ -39,7 +39,7 @@ class GradientNorm(Attack):
         scores = []
         for i in range(x0.shape[0]):
             noise = torch.stack([d[i] for d in draws]).repeat_interleave(len(self.timesteps), 0)
-            with torch.enable_grad():
+            with torch.enable_grad(), self.example(i):
                 for p in params:
                     p.requires_grad_(True)
                 x_t = a.sqrt() * x0[i : i + 1] + (1 - a).sqrt() * noise

@@ -34,8 +34,8 @@ class GrayBox(Attack):
             raise LabError("graybox needs grid_step >= 1 and truncation >= grid_step")
         self.grid_step, self.truncation = int(grid_step), int(truncation)
 
-    def bind(self, target) -> "GrayBox":
-        super().bind(target)
+    def bind(self, target, condition: str = "caption") -> "GrayBox":
+        super().bind(target, condition)
         if self.num_train_timesteps % self.grid_step:
             raise LabError(f"graybox: grid_step {self.grid_step} must divide the schedule's {self.num_train_timesteps} steps")
         # The sampler the target ships may clip or threshold its predicted x0 (the lab's pixel exports have

@@ -48,7 +48,7 @@ class _GSA(LearnedAttack):
         out = []
         for i in range(x0.shape[0]):
             noise = torch.stack([n[i] for n in noises])  # (|T|, C, H, W)
-            with torch.enable_grad():
+            with torch.enable_grad(), self.example(i):
                 for p in params:
                     p.requires_grad_(True)
                 a = self.abar(t).view(-1, 1, 1, 1)

@@ -89,6 +89,8 @@ def reference_exports(references: str | Path, epoch: int | None, num_references:
 
 
 class LiRA(LossAttack):
+    conditional_ok = False
+    unconditional_only = "its reference targets are trained by lab.fit's unconditional configs"
     sweep_setting = None
     pixel_input = True  # each model (target, references) encodes with its own autoencoder
 
@@ -104,10 +106,10 @@ class LiRA(LossAttack):
             check_number("lira: num_references", num_references, minimum=2, integer=True)
         self.references, self.variance, self.num_references = references, variance, num_references
 
-    def bind(self, target) -> "LiRA":
+    def bind(self, target, condition: str = "caption") -> "LiRA":
         from lab.targets.load import load_target
 
-        super().bind(target)
+        super().bind(target, condition)
         refs = [load_target(p) for p in reference_exports(self.references, target.epoch, self.num_references)]
         self.models = [(self.unet, self.autoencoder)] + [(r.unet, r.autoencoder) for r in refs]
         ids = target.split.ids

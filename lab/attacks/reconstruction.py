@@ -37,8 +37,8 @@ class Reconstruction(Attack):
             raise LabError(f"reconstruction needs 1 <= steps <= timestep, got steps {steps}, timestep {timestep}")
         self.timestep, self.steps, self.metric = int(timestep), int(steps), metric
 
-    def bind(self, target) -> "Reconstruction":
-        super().bind(target)
+    def bind(self, target, condition: str = "caption") -> "Reconstruction":
+        super().bind(target, condition)
         if self.metric == "ssim" and min(target.image_shape[1:]) < SSIM_WINDOW:
             raise LabError(f"reconstruction: SSIM needs images of at least {SSIM_WINDOW} px a side, the target's are {target.image_shape[1:]}; use metric: mse")
         return self

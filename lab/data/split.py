@@ -36,6 +36,7 @@ class MembershipSplit:
     sources: dict[str, dict] = field(default_factory=dict)  # role -> {"name": ..., "root": ...}
     preprocess: dict = field(default_factory=dict)  # {"image_size": ..., "channels": ...}
     content_hash: str = ""
+    captions: list[str] | None = None  # one per row for text-to-image data (part of the content hash)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -57,10 +58,14 @@ class MembershipSplit:
             raise LabError("split file names no examples")
         if any(not isinstance(i, str) for i in self.ids):
             raise LabError("split file has ids that are not strings")
+        if self.captions is not None and (len(self.captions) != len(self.ids) or any(not isinstance(c, str) for c in self.captions)):
+            raise LabError("split file's captions must be one string per row (or absent from every row)")
         if self.preprocess or self.sources:  # a split read from disk or drawn by the data module
             size, channels = self.preprocess.get("image_size"), self.preprocess.get("channels")
             if not isinstance(size, int) or isinstance(size, bool) or size < 1 or channels not in (1, 3) or isinstance(channels, bool):
                 raise LabError(f"split file's preprocess needs image_size (a positive integer) and channels (1 or 3), got {self.preprocess!r}")
+            if not isinstance(self.preprocess.get("captions", ""), str):
+                raise LabError(f"split file's preprocess 'captions' must name a caption column, got {self.preprocess['captions']!r}")
             for role in ROLES:
                 src = self.sources.get(role)
                 if not isinstance(src, dict) or not isinstance(src.get("name"), str) or not isinstance(src.get("root"), (str, type(None))):
@@ -80,7 +85,10 @@ class MembershipSplit:
     def to_json(self) -> dict:
         d = asdict(self)
         rows = [{"id": i, "role": r, "split": s} for i, r, s in zip(self.ids, self.roles, self.eval_splits)]
-        for k in ("ids", "roles", "eval_splits"):
+        if self.captions is not None:
+            for row, caption in zip(rows, self.captions):
+                row["caption"] = caption
+        for k in ("ids", "roles", "eval_splits", "captions"):
             del d[k]
         return {"format": "lab.membership_split", "version": FORMAT_VERSION, **d, "rows": rows}
 
@@ -104,6 +112,9 @@ class MembershipSplit:
                 raise ValueError("'sources' and 'preprocess' must be objects and 'content_hash' a string")
             if not d["sources"] or not d["preprocess"]:
                 raise ValueError("'sources' and 'preprocess' must say where the data comes from and how it is prepared")
+            captioned = sum("caption" in r for r in rows)
+            if captioned not in (0, len(rows)):
+                raise ValueError(f"{len(rows) - captioned} of {len(rows)} rows have no caption (captions are all or none)")
             return cls(
                 ids=[r["id"] for r in rows],
                 roles=[r["role"] for r in rows],
@@ -112,6 +123,7 @@ class MembershipSplit:
                 sources=d["sources"],
                 preprocess=d["preprocess"],
                 content_hash=d["content_hash"],
+                captions=[r["caption"] for r in rows] if captioned else None,
             )
         except LabError:
             raise
@@ -124,6 +136,8 @@ class MembershipSplit:
         whose roles or evaluation splits were edited afterwards is refused."""
         truth = {"ids": self.ids, "roles": self.roles, "eval_splits": self.eval_splits,
                  "preprocess": self.preprocess, "content_hash": self.content_hash}
+        if self.captions is not None:  # (absent for uncaptioned data, so older fingerprints still hold)
+            truth["captions"] = self.captions
         return hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest()
 
     def check_hash(self, content_hash: str) -> None:
@@ -143,13 +157,16 @@ def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def content_hash(ids: list[str], images: list[np.ndarray]) -> str:
-    """SHA-256 over (id, shape, raw bytes) of each example, in split order."""
+def content_hash(ids: list[str], images: list[np.ndarray], captions: list[str] | None = None) -> str:
+    """SHA-256 over (id, shape, raw bytes[, caption]) of each example, in split order."""
     h = hashlib.sha256()
-    for i, arr in zip(ids, images):
+    for n, (i, arr) in enumerate(zip(ids, images)):
         h.update(i.encode())
         h.update(str(arr.shape).encode())
         h.update(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
+        if captions is not None:
+            text = captions[n].encode()
+            h.update(f"caption:{len(text)}:".encode() + text)
     return h.hexdigest()
 
 

@@ -3,5 +3,7 @@
 from lab.targets.autoencoder import AutoencoderStage
 from lab.targets.ddpm import PixelDDPM
 from lab.targets.ldm import LatentDiffusion
+from lab.targets.lora import LoRA
+from lab.targets.text2image import TextToImage
 
-__all__ = ["AutoencoderStage", "LatentDiffusion", "PixelDDPM"]
+__all__ = ["AutoencoderStage", "LatentDiffusion", "LoRA", "PixelDDPM", "TextToImage"]

@@ -25,6 +25,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lab.errors import LabError, check_number
 from lab.targets.dp import DPSGD, PrivateTraining
+from lab.targets.load import Target
+from lab.targets.lora import LoRA, merged
 from lab.targets.pipelines import ddim_images, export_pipeline, sampling_pipeline
 
 
@@ -69,6 +71,10 @@ class PixelDDPM(pl.LightningModule):
         lr, weight_decay, warmup_steps: AdamW with a linear warm-up.
         ema_decay: keep and export an EMA of the weights (None: export the raw weights).
         dp: DP-SGD settings (`lab.targets.dp.DPSGD`); None or `enabled: false` trains without.
+        pretrained: fine-tune a local diffusers pipeline folder instead of training from scratch (its UNet
+            and noise schedule; the width, level and schedule arguments above are then ignored).
+        lora: train LoRA adapters (`lab.targets.lora.LoRA`, with peft, as diffusers' LoRA training does)
+            instead of every weight; exports have the adapters merged in.
     """
 
     clip_sample = True  # samplers clip predicted x0 to the data range [-1, 1]
@@ -88,9 +94,13 @@ class PixelDDPM(pl.LightningModule):
         warmup_steps: int = 0,
         ema_decay: float | None = None,
         dp: DPSGD | None = None,
+        pretrained: str | None = None,
+        lora: LoRA | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if pretrained is not None:
+            check_pretrained(pretrained, self.pretrained_pipelines)
         check_number("model.image_size", image_size, minimum=1, integer=True)
         check_number("model.layers_per_block", layers_per_block, minimum=1, integer=True)
         check_number("model.norm_num_groups", norm_num_groups, minimum=1, integer=True)
@@ -108,32 +118,50 @@ class PixelDDPM(pl.LightningModule):
         self._batch_rows = 0
         unet_channels, unet_size = self.denoiser_input()
         levels = len(block_out_channels)
-        if unet_size % 2 ** (levels - 1):
+        if pretrained is None and unet_size % 2 ** (levels - 1):
             what = "image_size" if self.first_stage is None else "the latent size"
             raise LabError(f"{what} {unet_size} must be divisible by 2^{levels - 1} for {levels} UNet levels")
-        if any(c % norm_num_groups for c in block_out_channels):
+        if pretrained is None and any(c % norm_num_groups for c in block_out_channels):
             raise LabError(f"norm_num_groups {norm_num_groups} must divide every width in block_out_channels {block_out_channels}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise LabError(f"ema_decay must be in (0, 1), got {ema_decay}")
-        down = ["DownBlock2D"] * levels
-        up = ["UpBlock2D"] * levels
-        if attention:
-            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
-        self.unet = UNet2DModel(
-            sample_size=unet_size,
-            in_channels=unet_channels,
-            out_channels=unet_channels,
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            down_block_types=tuple(down),
-            up_block_types=tuple(up),
-            norm_num_groups=norm_num_groups,
-        )
-        try:
-            self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=self.clip_sample)
-        except NotImplementedError as e:
-            raise LabError(f"unknown beta_schedule {beta_schedule!r}: {e}") from None
+        if pretrained is not None:
+            self.unet, self.scheduler = load_pretrained_unet(pretrained, self.clip_sample, (unet_channels, unet_size))
+        else:
+            self.unet = self.build_unet(unet_size, unet_channels)
+            try:
+                self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=self.clip_sample)
+            except NotImplementedError as e:
+                raise LabError(f"unknown beta_schedule {beta_schedule!r}: {e}") from None
+        if lora is not None:
+            lora.attach(self.unet)
         self.ema = AveragedModel(self.unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+
+    pretrained_pipelines = ("DDPMPipeline", "DDIMPipeline")
+
+    def build_unet(self, size: int, channels: int):
+        """The denoiser: a `UNet2DModel` (self-attention at the lowest resolution with `attention`)."""
+        h = self.hparams
+        levels = len(h.block_out_channels)
+        down, up = ["DownBlock2D"] * levels, ["UpBlock2D"] * levels
+        if h.attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        return UNet2DModel(
+            sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=tuple(h.block_out_channels),
+            layers_per_block=h.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=h.norm_num_groups,
+        )
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """eps_theta(x_t, t) of the UNet being trained (text-to-image targets also take the prompt embedding)."""
+        return self.unet(x_t, t).sample
+
+    def condition(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """What the denoiser is conditioned on for these split rows during training (None: nothing)."""
+        return None
+
+    def attack_target(self, split) -> Target:
+        """The model as an attack sees it (the weights an export would release), with `split`."""
+        return Target(self.target_unet, self.scheduler, split, split_path=None, path=None, autoencoder=self.first_stage)
 
     def denoiser_input(self) -> tuple[int, int]:
         """(channels, size) of what the UNet denoises: here the images themselves."""
@@ -153,20 +181,22 @@ class PixelDDPM(pl.LightningModule):
         """The weights an attacker gets: the EMA if kept, else the trained ones."""
         return self.ema.module if self.ema is not None else self.unet
 
-    def diffusion_loss(self, x0: torch.Tensor) -> torch.Tensor:
+    def diffusion_loss(self, x0: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         noisy = self.scheduler.add_noise(x0, noise, t)
-        return F.mse_loss(self.unet(noisy, t).sample, noise)
+        return F.mse_loss(self.denoise(noisy, t, context), noise)
 
     def training_step(self, batch, batch_idx):
         x0, rows = batch
         self._batch_rows = x0.shape[0]
         if x0.shape[0] == 0:  # an empty Poisson batch: DP-SGD still takes its (pure-noise) step
             return sum(p.sum() for p in self.unet.parameters()) * 0.0
-        x0 = self.encode(x0, rows)
+        x0, context = self.encode(x0, rows), self.condition(rows)
         k = self.dp.timesteps_per_example if self.dp is not None else 1
-        loss = self.diffusion_loss(x0.repeat_interleave(k, dim=0) if k > 1 else x0)
+        if k > 1:
+            x0, context = x0.repeat_interleave(k, dim=0), (context.repeat_interleave(k, dim=0) if context is not None else None)
+        loss = self.diffusion_loss(x0, context)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
         return loss
 
@@ -202,7 +232,7 @@ class PixelDDPM(pl.LightningModule):
             self.ema.update_parameters(self.unet)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW([p for p in self.unet.parameters() if p.requires_grad], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.dp is not None:
             self.private = PrivateTraining(self.dp)
             if self._private_state is not None:
@@ -234,6 +264,44 @@ class PixelDDPM(pl.LightningModule):
         unet.train(was_training)
         return images
 
+    def released_unet(self):
+        """The UNet an export holds: the target weights, with LoRA adapters merged in (a copy)."""
+        return merged(self.target_unet) if self.hparams.lora is not None else self.target_unet
+
     def export(self, path: str | Path) -> None:
         """Save the target in the diffusers layout (`DDPMPipeline`, or `LDMPipeline` for latent targets)."""
-        export_pipeline(self.target_unet, self.scheduler, self.first_stage).save_pretrained(str(path))
+        export_pipeline(self.released_unet(), self.scheduler, self.first_stage).save_pretrained(str(path))
+
+
+def check_pretrained(path: str, kinds: tuple[str, ...]) -> None:
+    """A LabError unless `path` is a local diffusers pipeline folder of one of `kinds`."""
+    import json
+
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise LabError(f"model.pretrained: {path} is no diffusers pipeline folder (no model_index.json)")
+    try:
+        kind = json.loads(index.read_text()).get("_class_name")
+    except (ValueError, AttributeError) as e:
+        raise LabError(f"model.pretrained: {index} is not valid JSON: {e}") from None
+    if kind not in kinds:
+        raise LabError(f"model.pretrained: {path} holds a {kind}; this target fine-tunes a {' or '.join(kinds)}")
+
+
+def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int]):
+    """The UNet (trainable) and a DDPM noise schedule with the folder's betas, from a pipeline folder."""
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(path)
+    try:
+        cls = UNet2DConditionModel if "UNet2DCondition" in (folder / "unet" / "config.json").read_text() else UNet2DModel
+        unet = cls.from_pretrained(folder / "unet", low_cpu_mem_usage=False, local_files_only=True)
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise LabError(f"model.pretrained: cannot load the UNet and scheduler of {path}: {str(e).splitlines()[0]}") from None
+    size = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
+    if (unet.config.in_channels, size) != tuple(shape):
+        raise LabError(f"model.pretrained: the UNet of {path} takes {unet.config.in_channels} x {size} x {size} "
+                       f"but the data gives {shape[0]} x {shape[1]} x {shape[1]} (set data.image_size)")
+    scheduler = DDPMScheduler.from_config({**scheduler.config, "clip_sample": clip_sample, "prediction_type": "epsilon"})
+    return unet.train().requires_grad_(True), scheduler

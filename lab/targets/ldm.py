@@ -23,6 +23,7 @@ from lab.errors import LabError
 from lab.targets.autoencoder import STAGE_META, AutoencoderStage, downsampling, encode, latent_channels, load_autoencoder, train_autoencoder
 from lab.targets.ddpm import PixelDDPM
 from lab.targets.dp import DPSGD
+from lab.targets.lora import LoRA
 
 
 class LatentDiffusion(PixelDDPM):
@@ -50,14 +51,19 @@ class LatentDiffusion(PixelDDPM):
         warmup_steps: int = 0,
         ema_decay: float | None = None,
         dp: DPSGD | None = None,
+        pretrained: str | None = None,
+        lora: LoRA | None = None,
     ):
-        self.autoencoder_stage = autoencoder or AutoencoderStage()
+        # fine-tuning a pipeline folder: its autoencoder comes with it
+        self.autoencoder_stage = AutoencoderStage(pretrained=pretrained) if pretrained else (autoencoder or AutoencoderStage())
         self.autoencoder_record: dict | None = None
         self._latents: dict[int, torch.Tensor] = {}  # split row -> latent, filled as members are seen
         super().__init__(
             image_size, channels, block_out_channels, layers_per_block, attention, norm_num_groups,
-            num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp,
+            num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp, pretrained, lora,
         )
+
+    pretrained_pipelines = ("LDMPipeline",)
 
     def denoiser_input(self) -> tuple[int, int]:
         """Build (or load) the autoencoder; the UNet denoises its latents."""

@@ -14,14 +14,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DModel, VQModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel, UNet2DModel, VQModel
 from diffusers.utils import logging as diffusers_logging
 
 from lab.data.split import MembershipSplit
 from lab.errors import LabError
 from lab.targets.autoencoder import downsampling, latent_channels
 
-PIPELINES = {"DDPMPipeline": "unet", "DDIMPipeline": "unet", "LDMPipeline": "vqvae"}
+PIPELINES = {"DDPMPipeline": "unet", "DDIMPipeline": "unet", "LDMPipeline": "vqvae", "StableDiffusionPipeline": "vae"}
+OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")  # of an SD folder: attacks never need them
 
 
 @dataclass
@@ -35,7 +36,14 @@ class Target:
     path: Path | None
     meta: dict = field(default_factory=dict)
     autoencoder: AutoencoderKL | VQModel | None = None
+    text_encoder: object = None  # text-to-image targets: a transformers CLIPTextModel, frozen
+    tokenizer: object = None  # and its CLIPTokenizer
     shared: dict = field(default_factory=dict, repr=False)  # what attacks run together share on this target (`lab.scoring`)
+
+    @property
+    def conditional(self) -> bool:
+        """A text-to-image target: its denoiser takes a prompt embedding."""
+        return self.text_encoder is not None
 
     @property
     def epoch(self) -> int | None:
@@ -57,6 +65,9 @@ class Target:
         if not split_path.is_file():
             raise LabError(f"no membership split for target {self.path}: expected {split_path} (or pass --split FILE, or --members/--nonmembers DIRS)")
         split = MembershipSplit.load(split_path)
+        if self.conditional and split.captions is None:
+            raise LabError(f"{self.path} is a text-to-image target but the split {split_path} has no captions "
+                           "(draw it with data.captions, or give --captions COLUMN with --members/--nonmembers)")
         want = (split.preprocess["channels"], split.preprocess["image_size"], split.preprocess["image_size"])
         if self.image_shape != want:
             raise LabError(f"the split's images have shape {want} but the target {self.path} takes {self.image_shape}")
@@ -107,8 +118,9 @@ def load_pipeline(path: str | Path) -> Target:
     diffusers_logging.disable_progress_bar()
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # LDMPipeline types `vqvae` as VQModel; an AutoencoderKL there is fine
+    skip = {part: None for part in OPTIONAL_PARTS if part in index}
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False, local_files_only=True)  # never the Hub
+        pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False, local_files_only=True, **skip)  # never the Hub
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
         raise LabError(f"cannot load the diffusers pipeline in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
@@ -134,15 +146,24 @@ def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = Non
     if kind not in PIPELINES:
         raise LabError(f"{where}: a {kind}; supported pipelines: {', '.join(PIPELINES)}")
     unet, scheduler = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
-    if not isinstance(unet, UNet2DModel):
-        raise LabError(f"{where}: the denoiser is a {type(unet).__name__}; the lab attacks UNet2DModel denoisers")
+    denoiser = UNet2DConditionModel if kind == "StableDiffusionPipeline" else UNet2DModel
+    if not isinstance(unet, denoiser):
+        raise LabError(f"{where}: the denoiser is a {type(unet).__name__}; a {kind} needs a {denoiser.__name__}")
     if not hasattr(scheduler, "alphas_cumprod"):
         raise LabError(f"{where}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM/DDIM schedule)")
     if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
         raise LabError(f"{where}: the denoiser predicts {scheduler.config.prediction_type!r}; the attacks need epsilon prediction")
-    autoencoder = None
-    if kind == "LDMPipeline":
-        autoencoder = getattr(pipe, "vqvae", None)
+    autoencoder = text_encoder = tokenizer = None
+    if kind == "StableDiffusionPipeline":
+        from lab.targets.text import check_text_encoder
+
+        text_encoder, tokenizer = getattr(pipe, "text_encoder", None), getattr(pipe, "tokenizer", None)
+        if text_encoder is None or tokenizer is None or not hasattr(getattr(text_encoder, "config", None), "hidden_size"):
+            raise LabError(f"{where}: a text-to-image target needs a text encoder (text_encoder/) and a tokenizer (tokenizer/)")
+        check_text_encoder(unet, text_encoder, where)
+        text_encoder = text_encoder.eval().requires_grad_(False)
+    if kind in ("LDMPipeline", "StableDiffusionPipeline"):
+        autoencoder = getattr(pipe, PIPELINES[kind], None)
         if not isinstance(autoencoder, (AutoencoderKL, VQModel)):
             raise LabError(f"{where}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel")
         if unet.config.in_channels != latent_channels(autoencoder):
@@ -151,7 +172,7 @@ def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = Non
                 f"{latent_channels(autoencoder)}-channel latents"
             )
         autoencoder = autoencoder.eval().requires_grad_(False)
-    return Target(unet.eval().requires_grad_(False), scheduler, None, None, path, meta or {}, autoencoder)
+    return Target(unet.eval().requires_grad_(False), scheduler, None, None, path, meta or {}, autoencoder, text_encoder, tokenizer)
 
 
 def load_target(path: str | Path, split_file: str | Path | None = None) -> Target:
