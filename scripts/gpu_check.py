@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NEEDS_REFERENCES = {"lira", "rmia"}
+NEEDS_REFERENCES = {"lira", "rmia", "clid"}  # and clid: text-to-image targets only
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ COSTS = {
 }
 GRADS = {"gsa1": 1, "gsa2": 2, "gradient_norm": 1}  # backward passes per example
 NEEDS_REFERENCES = {"lira", "rmia"}  # costed in test_lira_calibrates_the_loss_with_reference_targets
+TEXT_TO_IMAGE_ONLY = {"clid"}  # costed in test_text2image.py
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def tiny_target(tiny_run):
 
 
 def test_every_attack_is_registered_and_costed():
-    assert set(COSTS) | NEEDS_REFERENCES == set(ATTACKS)
+    assert set(COSTS) | NEEDS_REFERENCES | TEXT_TO_IMAGE_ONLY == set(ATTACKS)
 
 
 @pytest.mark.parametrize("name", list(COSTS))
