@@ -81,12 +81,13 @@ def run(
     from lab.console import Progress
     from lab.locks import folder_lock
     from lab.report import metrics_table, write_csv_atomic, write_report
-    from lab.scoring import PARTIAL_DIR, check_trainer_kwargs, score_target
+    from lab.scoring import PARTIAL_DIR, check_conditions, check_trainer_kwargs, conditioned, score_target
     from lab.targets.load import load_target, target_folders
 
     folders = target_folders(target)
     built = make_attacks(sweep_timesteps(attacks, sweep))
     check_trainer_kwargs(trainer or {})
+    conditions = check_conditions(conditions or ["caption"])
     check_number("--batch_size", batch_size, minimum=1, integer=True)
     check_number("--bootstrap", bootstrap, minimum=1, integer=True)
     out_dir = Path(out) if out else Path(target) / "attacks"
@@ -105,8 +106,8 @@ def run(
         # resume per (target, attack) unless Lightning relaunches this command once per process (strategy ddp)
         relaunched = "ddp" in str((trainer or {}).get("strategy", "")) and "spawn" not in str((trainer or {}).get("strategy", ""))
         partial = None if relaunched else out_dir / PARTIAL_DIR
-        progress = Progress(sum(len(built) * (len(conditions or ("caption",)) if t.conditional else 1) for t in targets))  # a line per (target, attack) with an ETA for the rest
-        per_target = [score_target(t, built, batch_size, trainer, partial, progress=progress, conditions=tuple(conditions or ("caption",)))
+        progress = Progress(sum(len(list(conditioned(t, built, conditions))) for t in targets))  # a line per (target, attack) with an ETA for the rest
+        per_target = [score_target(t, built, batch_size, trainer, partial, progress=progress, conditions=conditions)
                       for t in targets]
         if any(s is None for s in per_target):  # a DDP rank other than 0
             return None, None, out_dir

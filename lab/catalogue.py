@@ -3,5 +3,5 @@ parsers show. `lab.attacks.ATTACKS` maps the same names to classes (a test keeps
 
 ATTACK_NAMES = (
     "loss", "multistep_loss", "pia", "pian", "secmi_stat", "secmi_nn", "pfami", "pfami_nn", "gsa1", "gsa2",
-    "gradient_norm", "reconstruction", "graybox", "blackbox", "blind", "lira", "rmia", "sima", "clid",
+    "gradient_norm", "reconstruction", "graybox", "blackbox", "blind", "lira", "rmia", "sima", "clid", "clid_th", "clid_vec",
 )

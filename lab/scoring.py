@@ -84,8 +84,8 @@ def score_target(
     pairs already in memory). With `partial` (a folder), each finished attack's rows are kept there,
     and an attack whose rows are there for the same target files, split and settings is not run
     again (a killed run resumes). On a text-to-image target each attack runs once per condition
-    ('caption': each example's caption; 'empty': the empty prompt), the second named `<attack>@empty`;
-    other targets ignore `conditions`."""
+    ('caption': each example's caption; 'empty': the empty prompt), the second named `<attack>@empty`
+    (attacks whose score ignores the condition run once); other targets ignore `conditions`."""
     if dataset is None:
         dataset = MembershipDataModule.from_split_file(target.split_path).dataset()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -93,7 +93,7 @@ def score_target(
     frames = []
     with shared_denoiser_calls(target, attacks):
         state = target_state(target) if partial is not None and target.path is not None else None
-        for key, attack, condition in conditioned(target, attacks, conditions):
+        for key, attack, condition in conditioned(target, attacks, check_conditions(conditions)):
             attack.bind(target, condition)
             stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
                      "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
@@ -149,16 +149,21 @@ def score_target(
         return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def conditioned(target: Target, attacks: dict[str, Attack], conditions: tuple[str, ...]):
-    """(table name, attack, condition) for each run: each condition in turn on a text-to-image target."""
+def check_conditions(conditions) -> tuple[str, ...]:
+    """The conditions as a tuple, or a LabError: a non-empty list of 'caption' and/or 'empty', each once."""
     from lab.attacks.base import CONDITIONS
 
-    conditions = tuple(conditions)
-    if not conditions or any(c not in CONDITIONS for c in conditions):
-        raise LabError(f"conditions must be among {', '.join(CONDITIONS)}, got {list(conditions)}")
+    if isinstance(conditions, str) or not conditions or any(c not in CONDITIONS for c in conditions) or len(set(conditions)) != len(conditions):
+        raise LabError(f"--condition must list {' and/or '.join(CONDITIONS)}, each once; got {conditions!r}")
+    return tuple(conditions)
+
+
+def conditioned(target: Target, attacks: dict[str, Attack], conditions: tuple[str, ...]):
+    """(table name, attack, condition) for each run: each condition in turn on a text-to-image target."""
     for condition in conditions if target.conditional else ("caption",):
         for key, attack in attacks.items():
-            yield (key if condition == "caption" else f"{key}@{condition}"), attack, condition
+            if condition == "caption" or attack.uses_condition:  # CLiD and blind: the same score under any condition
+                yield (key if condition == "caption" else f"{key}@{condition}"), attack, condition
 
 
 @contextmanager

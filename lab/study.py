@@ -50,14 +50,18 @@ def seed_overrides(seed: int, vary_split: bool) -> dict:
     return {"seed_everything": seed, **({"data.seed": seed} if vary_split else {})}
 
 
-def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tuple[str, dict, dict]:
-    """An arm's (lab.fit config, overrides, attacks), or a LabError naming what is wrong with it."""
+def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tuple[str, dict, dict, list[str]]:
+    """An arm's (lab.fit config, overrides, attacks, conditions), or a LabError naming what is wrong with it."""
     spec = spec or {}
-    unknown = set(spec) - {"fit_config", "fit", "attacks"}
+    unknown = set(spec) - {"fit_config", "fit", "attacks", "conditions"}
     if unknown:
         raise LabError(
-            f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit_config', 'fit' (lab.fit overrides) and 'attacks'"
+            f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit_config', 'fit' (lab.fit overrides), 'attacks' "
+            "and 'conditions' (text-to-image targets: caption and/or empty)"
         )
+    conditions = spec.get("conditions") or ["caption"]
+    if not isinstance(conditions, list) or not conditions or any(c not in ("caption", "empty") for c in conditions):
+        raise LabError(f"study arm {arm!r}: conditions must be a list of 'caption' and/or 'empty', got {conditions!r}")
     config = resolve_config(spec.get("fit_config") or fit_config)
     if not Path(config).is_file():
         raise LabError(f"study arm {arm!r}: fit config not found: {config}")
@@ -65,15 +69,15 @@ def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tup
     missing = [n for n in names if n not in attacks]
     if missing:
         raise LabError(f"study arm {arm!r}: attacks {missing} are not among the study's attacks")
-    return config, spec.get("fit") or {}, {n: attacks[n] for n in names}
+    return config, spec.get("fit") or {}, {n: attacks[n] for n in names}, conditions
 
 
 def run_study(
     fit_config: str, arms: dict, attacks: dict | list, out: str, batch_size: int = 64, bootstrap: int = 200,
     seeds: list[int] = (0,), vary_split: bool = True,
 ) -> "pd.DataFrame":
-    """Each arm (`{fit_config: its own lab.fit YAML, fit: {lab.fit overrides}, attacks: subset}`, all
-    optional) is trained and attacked once per seed, into `<out>/<arm>/seed_<s>/`."""
+    """Each arm (`{fit_config: its own lab.fit YAML, fit: {lab.fit overrides}, attacks: subset, conditions:
+    [caption, empty]}`, all optional) is trained and attacked once per seed, into `<out>/<arm>/seed_<s>/`."""
     import pandas as pd  # torch, Lightning and the attacks load here, not at import: `--help` comes at once
 
     from lab import attack as lab_attack
@@ -85,14 +89,15 @@ def run_study(
     plans = {arm: arm_plan(arm, spec, attacks, fit_config) for arm, spec in arms.items()}  # all checked before any training
     per_seed, scores, runs = [], {}, []
     total, done, started = len(plans) * len(seeds), 0, time.perf_counter()
-    for arm, (config, overrides, arm_attacks) in plans.items():
+    for arm, (config, overrides, arm_attacks, conditions) in plans.items():
         for seed in seeds:
             root = out_dir / arm / f"seed_{seed}"
             start = time.perf_counter()
             fit_arm(config, root, {**seed_overrides(seed, vary_split), **overrides})  # an arm's own data.seed wins
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
-            s, t, _ = lab_attack.run(str(root), arm_attacks, out=str(root / "attacks"), batch_size=batch_size, bootstrap=bootstrap)
+            s, t, _ = lab_attack.run(str(root), arm_attacks, out=str(root / "attacks"), batch_size=batch_size, bootstrap=bootstrap,
+                                     conditions=conditions)
             attack_s = time.perf_counter() - start
             scores[(arm, seed)] = s
             per_seed.append(t.assign(arm=arm, seed=seed))
@@ -102,7 +107,7 @@ def run_study(
             eta = (time.perf_counter() - started) / done * (total - done)
             print(f"[{arm} seed {seed}] fit {fit_s:.0f} s, attacks {attack_s:.0f} s; run {done}/{total}, ETA {eta:.0f} s", flush=True)
     settings = {"fit_config": fit_config, "arms": arms, "attacks": attacks, "seeds": seeds, "vary_split": vary_split, "out": out,
-                "batch_size": batch_size, "bootstrap": bootstrap, "fit_configs": {c: Path(c).read_text() for c, _, _ in plans.values()}}
+                "batch_size": batch_size, "bootstrap": bootstrap, "fit_configs": {c: Path(c).read_text() for c, _, _, _ in plans.values()}}
     return study_report.write(pd.concat(per_seed, ignore_index=True), scores, out_dir / "report", settings, runs)
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NEEDS_REFERENCES = {"lira", "rmia", "clid"}  # and clid: text-to-image targets only
+NEEDS_REFERENCES = {"lira", "rmia", "clid", "clid_th", "clid_vec"}  # and clid: text-to-image targets only
 
 
 def main() -> None:

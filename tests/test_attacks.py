@@ -34,7 +34,7 @@ COSTS = {
 }
 GRADS = {"gsa1": 1, "gsa2": 2, "gradient_norm": 1}  # backward passes per example
 NEEDS_REFERENCES = {"lira", "rmia"}  # costed in test_lira_calibrates_the_loss_with_reference_targets
-TEXT_TO_IMAGE_ONLY = {"clid"}  # costed in test_text2image.py
+TEXT_TO_IMAGE_ONLY = {"clid", "clid_th", "clid_vec"}  # costed in test_text2image.py
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import re
 from lab.attacks.base import Attack, LearnedAttack
 from lab.attacks.blackbox import BlackBox
 from lab.attacks.blind import Blind
-from lab.attacks.clid import CLiD
+from lab.attacks.clid import CLiD, CLiDTh, CLiDVec
 from lab.attacks.gradient_norm import GradientNorm
 from lab.attacks.graybox import GrayBox
 from lab.attacks.gsa import GSA1, GSA2
@@ -40,6 +40,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "rmia": RMIA,
     "sima": SimA,
     "clid": CLiD,
+    "clid_th": CLiDTh,
+    "clid_vec": CLiDVec,
 }
 
 

@@ -39,6 +39,7 @@ class Attack(pl.LightningModule):
     needs_grad = False  # gradient attacks: the runner turns Lightning's inference mode off
     pixel_input = False  # True: score() gets images even on latent targets
     conditional_ok = True  # False: refuses text-to-image targets (says why in `unconditional_only`)
+    uses_condition = True  # False: the score is the same whatever `condition` is (not run again with the empty prompt)
     unconditional_only = ""
 
     def __init__(self, seed: int = 0):

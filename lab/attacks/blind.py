@@ -23,6 +23,7 @@ class Blind(LearnedAttack):
     """Args: C: inverse L2 strength of the logistic regression; seed: its solver's seed."""
 
     pixel_input = True
+    uses_condition = False
 
     def __init__(self, C: float = 0.01, seed: int = 0):
         super().__init__(seed)
