@@ -18,6 +18,8 @@ CLiD, as documented for the lab (authors' code: github.com/zhaisf/CLiD, `mia_CLi
   used for the full caption and for every reduced caption (the discrepancy is estimated on shared
   (t, eps) pairs, Eq. 13-14).
 - CLiD always uses the example's caption and its reductions: the bound `condition` does not matter.
+- learned variants (section 5): `clid_th` and `clid_vec` return the features [-l(c), D_1, ..., D_K];
+  CLiD_th (robust scaling, alpha by fit-set AUC) and CLiD_vec (gradient boosting) are recomputed with sklearn.
 
 The expected side is plain torch written here (tokenizer -> text encoder embedding as Stable
 Diffusion does, seeded noise, q-sample, squared error), using only the documented interface
@@ -38,6 +40,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import RobustScaler, StandardScaler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from lab.attacks import ATTACKS
@@ -417,3 +422,281 @@ def test_clid_is_independent_of_batch_order(target, x0, clid_default):
     perm = torch.tensor([4, 2, 0, 3, 1])
     got = predict(target, "clid", x0[perm], [CAPTIONS[i] for i in perm], rows=ROWS[perm])
     close(got, clid_default[perm])
+
+
+# ----------------------------------------------------------------------------- 5. learned CLiD: CLiD_th and CLiD_vec
+#
+# Features (both variants), one row per example, higher = member in every column:
+#
+#     V = [-l(c), l(c*_1) - l(c), ..., l(c*_K) - l(c)]      (reductions in the order first, middle, last third, "")
+#
+# with l and the noise rule exactly as for the `clid` score above.
+#
+# CLiD_th (paper Eq. 16, authors' `cal_clid_th.py`): the pair P = [Dbar, -l(c)], Dbar = mean_j D_j; an sklearn
+# RobustScaler (median, IQR 25-75) fitted on P of the fit set; alpha in [0.0, 0.1, ..., 1.0] chosen by the fit-set
+# roc_auc_score of alpha S(Dbar) + (1 - alpha) S(-l) (the first best wins on ties); decision = that mix for any rows.
+#
+# CLiD_vec (Eq. 17-18, the authors' XGBoost replaced by sklearn's gradient boosting): GradientBoostingClassifier(
+# n_estimators=trees, max_depth=3, learning_rate=0.3, subsample=0.7, max_features=0.7, random_state=seed) on the raw
+# features (float64) and the membership labels; decision = predict_proba[:, 1], the member probability.
+
+ALPHAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+LEARNED = {"clid_th": {}, "clid_vec": {"trees": 20}}
+
+
+def predict_features(target, name, x0, captions, rows=ROWS, **settings) -> torch.Tensor:
+    attack = ATTACKS[name](**settings).bind(target)
+    with torch.inference_mode():
+        out = attack.predict_step((x0.clone(), rows.clone(), list(captions)))
+    values = out["values"]
+    values = values.detach().clone() if isinstance(values, torch.Tensor) else torch.as_tensor(values)
+    return values.double().cpu()
+
+
+def expected_features(l_c, l_red) -> torch.Tensor:
+    return torch.stack([-l_c] + [lj - l_c for lj in l_red], 1).double()
+
+
+@pytest.mark.parametrize("name", list(LEARNED))
+@pytest.mark.parametrize("reductions", ["thirds", "null"])
+def test_learned_clid_features(models, target, abar, x0, terms, name, reductions):
+    l_c, l_red = terms if reductions == "thirds" else clid_terms(models, abar, x0, CAPTIONS, reductions="null")
+    expected = expected_features(l_c, l_red)
+    assert expected.shape == (len(ROWS), 5 if reductions == "thirds" else 2)
+    if reductions == "null":  # the null column is the same number in both modes (same noise, same captions)
+        close(expected[:, 1], expected_features(*terms)[:, -1])
+    perm = torch.tensor([4, 2, 0, 3, 1])
+    got = predict_features(target, name, x0[perm], [CAPTIONS[i] for i in perm], rows=ROWS[perm],
+                           timesteps=DEFAULT_T, num_noise=1, reductions=reductions, seed=0, **LEARNED[name])
+    assert got.shape == expected.shape
+    close(got, expected[perm])
+    # teeth: the columns are distinct numbers, so their order and signs matter
+    for a in range(expected.shape[1]):
+        for b in range(a + 1, expected.shape[1]):
+            assert differ(expected[:, a], expected[:, b])
+            assert differ(expected[:, a], -expected[:, b])
+
+
+# --------------------------------------------------------------------------- CLiD_th on hand-made features
+
+
+def handmade(seed: int, n: int = 40, shift_l: float = 0.6, shift_d: float = 0.6, outliers: bool = True):
+    """(features (n, 5) float32, is_member (n,)): -l around -0.5 and D_j around 1e-3 as on real targets, both
+    shifted up for the members (every other row) by `shift` of their spread, and three heavy outliers in the D_j
+    (so that the robust and the standard scaler disagree)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.zeros(n, dtype=torch.bool)
+    y[::2] = True
+    neg_l = -0.5 + 0.1 * torch.randn(n, generator=g, dtype=torch.float64) + 0.1 * shift_l * y
+    D = 2e-3 * torch.randn(n, 4, generator=g, dtype=torch.float64) + 2e-3 * shift_d * y[:, None]
+    if outliers:
+        D[:3] *= 25
+    return torch.cat([neg_l[:, None], D], 1).float(), y
+
+
+def separable_pair(n: int = 40):
+    """Both -l and Dbar separate members from non-members perfectly: every alpha has fit-set AUC 1."""
+    feats, y = handmade(5, n=n, outliers=False)
+    feats = feats.double()
+    feats[y, 0] += 1.0
+    feats[y, 1:] += 0.05
+    return feats.float(), y
+
+
+def th_pair(feats, dbar="mean", l_sign=1):
+    f = np.asarray(torch.as_tensor(feats).double().numpy())
+    D = {"mean": f[:, 1:].mean(1), "sum": f[:, 1:].sum(1), "first3": f[:, 1:4].mean(1), "all": f.mean(1)}[dbar]
+    return np.stack([D, l_sign * f[:, 0]], 1)
+
+
+def th_fit(feats, y, scaler=RobustScaler, pick="first", **pair):
+    """Our CLiD_th: (scaler, alpha, fit-set AUC per alpha)."""
+    P = th_pair(feats, **pair)
+    s = scaler().fit(P)
+    S = s.transform(P)
+    aucs = [roc_auc_score(np.asarray(y), a * S[:, 0] + (1 - a) * S[:, 1]) for a in ALPHAS]
+    best = max(aucs)
+    i = aucs.index(best) if pick == "first" else len(aucs) - 1 - aucs[::-1].index(best)
+    return s, ALPHAS[i], aucs
+
+
+def th_decision(model, feats, **pair):
+    s, alpha, _ = model
+    S = s.transform(th_pair(feats, **pair))
+    return torch.from_numpy(alpha * S[:, 0] + (1 - alpha) * S[:, 1])
+
+
+def th_expected(feats, y, other, **kwargs):
+    pair = {k: v for k, v in kwargs.items() if k in ("dbar", "l_sign")}
+    model = th_fit(feats, y, **kwargs)
+    return th_decision(model, feats, **pair), th_decision(model, other, **pair), model[1]
+
+
+def mann_whitney(y, score):
+    """AUC as P(member score > non-member score) + 1/2 P(equal), by counting pairs."""
+    y = np.asarray(y, dtype=bool)
+    m, h = score[y][:, None], score[~y][None, :]
+    return ((m > h).sum() + 0.5 * (m == h).sum()) / (m.size * h.size)
+
+
+TH_CASES = {
+    # an intermediate alpha is the unique best: 0.6
+    "intermediate": lambda: handmade(8),
+    # alpha 0.6 and 0.7 tie for the best fit-set AUC (317 / 400): the first one wins
+    "tie": lambda: handmade(3),
+    # every alpha has AUC 1: the first one, 0.0, wins
+    "separable": separable_pair,
+}
+TH_ALPHA = {"intermediate": 0.6, "tie": 0.6, "separable": 0.0}
+
+
+def test_own_clid_th_recomputed_two_ways():
+    """sklearn's RobustScaler and roc_auc_score against np.percentile and pair counting."""
+    for make in TH_CASES.values():
+        feats, y = make()
+        f = feats.double().numpy()
+        P = np.stack([f[:, 1:].mean(1), f[:, 0]], 1)
+        med = np.median(P, 0)
+        iqr = np.percentile(P, 75, axis=0) - np.percentile(P, 25, axis=0)
+        S = (P - med) / iqr
+        s, alpha, aucs = th_fit(feats, y)
+        np.testing.assert_allclose(s.transform(P), S, rtol=1e-12, atol=1e-12)
+        manual = [mann_whitney(y.numpy(), a * S[:, 0] + (1 - a) * S[:, 1]) for a in ALPHAS]
+        np.testing.assert_allclose(aucs, manual, rtol=0, atol=1e-12)
+        assert alpha == ALPHAS[int(np.argmax(manual))]  # argmax: the first best
+
+
+@pytest.mark.parametrize("case", list(TH_CASES))
+def test_clid_th_fit_and_decision(target, case):
+    feats, y = TH_CASES[case]()
+    other, _ = handmade(101, n=17)  # rows the scaler and alpha were not fitted on
+    expected_fit, expected_other, alpha = th_expected(feats, y, other)
+    assert alpha == TH_ALPHA[case]
+    attack = ATTACKS["clid_th"](timesteps=DEFAULT_T, num_noise=1, reductions="thirds", seed=0).bind(target)
+    attack.fit(feats.clone(), y.clone())
+    got_fit = torch.as_tensor(attack.decision(feats.clone())).double().reshape(-1)
+    got_other = torch.as_tensor(attack.decision(other.clone())).double().reshape(-1)
+    close(got_fit, expected_fit)
+    close(got_other, expected_other)
+
+
+def test_clid_th_null_reduction_fit_and_decision(target):
+    feats, y = handmade(8)
+    feats = feats[:, [0, 4]].contiguous()  # [-l, D_null]: K = 1
+    other = handmade(101, n=17)[0][:, [0, 4]].contiguous()
+    expected_fit, expected_other, _ = th_expected(feats, y, other)
+    attack = ATTACKS["clid_th"](timesteps=DEFAULT_T, num_noise=1, reductions="null", seed=0).bind(target)
+    attack.fit(feats.clone(), y.clone())
+    close(torch.as_tensor(attack.decision(feats.clone())).double().reshape(-1), expected_fit)
+    close(torch.as_tensor(attack.decision(other.clone())).double().reshape(-1), expected_other)
+
+
+def test_clid_th_cases_have_teeth():
+    other, _ = handmade(101, n=17)
+    alphas = {}
+    for case, make in TH_CASES.items():
+        feats, y = make()
+        right_fit, right_other, alpha = th_expected(feats, y, other)
+        alphas[case] = alpha
+        mistakes = {
+            "StandardScaler": th_expected(feats, y, other, scaler=StandardScaler),
+            "-l with the wrong sign": th_expected(feats, y, other, l_sign=-1),
+        }
+        if alpha > 0:  # (at alpha = 0 the decision is S(-l) alone: how Dbar is built does not show)
+            mistakes["mean over the three thirds only"] = th_expected(feats, y, other, dbar="first3")
+            mistakes["mean over every column, -l included"] = th_expected(feats, y, other, dbar="all")
+        if case != "intermediate":
+            mistakes["last best alpha"] = th_expected(feats, y, other, pick="last")
+        for what, (wrong_fit, wrong_other, _) in mistakes.items():
+            assert differ(right_fit, wrong_fit) and differ(right_other, wrong_other), f"{case}: {what}"
+        # sum instead of mean over the D_j: the robust scaler divides the factor K out again, so the decision is
+        # the same (no mistake to catch once scaled); the implementation's invariance is tested below
+        close(th_expected(feats, y, other, dbar="sum")[0], right_fit)
+    # the chosen alpha is not always at an end of the grid, and the tie is between two intermediate alphas
+    assert 0 < alphas["intermediate"] < 1 and 0 < alphas["tie"] < 1
+    _, _, aucs = th_fit(*TH_CASES["intermediate"]())
+    assert max(aucs) > max(aucs[0], aucs[-1]) + 0.01
+    assert th_expected(*TH_CASES["tie"](), other, pick="last")[2] == 0.7
+    assert th_expected(*TH_CASES["separable"](), other, pick="last")[2] == 1.0
+    # the standard scaler picks another alpha on the intermediate and tie cases
+    assert th_expected(*TH_CASES["intermediate"](), other, scaler=StandardScaler)[2] != 0.6
+    assert th_expected(*TH_CASES["tie"](), other, scaler=StandardScaler)[2] != 0.6
+
+
+def test_clid_th_decision_is_scale_free_per_feature(target):
+    """Robust scaling per feature: multiplying every D_j by K (their sum instead of their mean) or shifting -l by
+    a constant leaves the fitted decision unchanged."""
+    feats, y = handmade(8)
+    other, _ = handmade(101, n=17)
+    a = ATTACKS["clid_th"](timesteps=DEFAULT_T, num_noise=1, reductions="thirds", seed=0).bind(target)
+    a.fit(feats.clone(), y.clone())
+    base = torch.as_tensor(a.decision(other.clone())).double().reshape(-1)
+
+    def moved(f):
+        f = f.double().clone()
+        f[:, 1:] *= 4
+        f[:, 0] += 0.25
+        return f.float()
+
+    b = ATTACKS["clid_th"](timesteps=DEFAULT_T, num_noise=1, reductions="thirds", seed=0).bind(target)
+    b.fit(moved(feats), y.clone())
+    torch.testing.assert_close(torch.as_tensor(b.decision(moved(other))).double().reshape(-1), base, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- CLiD_vec on hand-made features
+
+
+def gbc(feats, y, trees=20, seed=0):
+    model = GradientBoostingClassifier(
+        n_estimators=trees, max_depth=3, learning_rate=0.3, subsample=0.7, max_features=0.7, random_state=seed
+    )
+    return model.fit(feats.double().numpy(), np.asarray(y))
+
+
+def member_probability(model, feats) -> torch.Tensor:
+    assert list(model.classes_) == [False, True]
+    return torch.from_numpy(model.predict_proba(feats.double().numpy())[:, 1])
+
+
+def vec_decision(target, feats, y, rows, trees=20, seed=0, reductions="thirds") -> torch.Tensor:
+    attack = ATTACKS["clid_vec"](timesteps=DEFAULT_T, num_noise=1, reductions=reductions, trees=trees, seed=seed)
+    attack.bind(target)
+    attack.fit(feats.clone(), y.clone())
+    return torch.as_tensor(attack.decision(rows.clone())).double().reshape(-1)
+
+
+@pytest.mark.parametrize("trees, seed", [(20, 0), (7, 3)])
+def test_clid_vec_is_gradient_boosting_member_probability(target, trees, seed):
+    feats, y = handmade(8)
+    other, _ = handmade(101, n=17)
+    model = gbc(feats, y, trees, seed)
+    close(vec_decision(target, feats, y, feats, trees, seed), member_probability(model, feats))
+    close(vec_decision(target, feats, y, other, trees, seed), member_probability(model, other))
+
+
+def test_clid_vec_null_reduction(target):
+    feats, y = handmade(3)
+    feats = feats[:, [0, 4]].contiguous()
+    close(vec_decision(target, feats, y, feats, reductions="null"), member_probability(gbc(feats, y), feats))
+
+
+def test_clid_vec_depends_on_the_labels_and_scores_members_high(target):
+    feats, y = handmade(8)
+    p = member_probability(gbc(feats, y), feats)
+    # our side: the settings matter (seed, trees), the fit separates its training rows, flipped labels give ~ 1 - p
+    assert differ(p, member_probability(gbc(feats, y, seed=1), feats))
+    assert differ(p, member_probability(gbc(feats, y, trees=7), feats))
+    assert roc_auc_score(y.numpy(), p.numpy()) > 0.99
+    flipped = member_probability(gbc(feats, ~y), feats)
+    assert (p + flipped - 1).abs().max() < 0.05
+    # the implementation
+    got = vec_decision(target, feats, y, feats)
+    assert ((got >= 0) & (got <= 1)).all()
+    assert roc_auc_score(y.numpy(), got.numpy()) > 0.99  # member probability, not the hold-out one
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(5))
+    shuffled = vec_decision(target, feats, y[perm], feats)
+    assert differ(got, shuffled)
+    close(shuffled, member_probability(gbc(feats, y[perm]), feats))
+    got_flipped = vec_decision(target, feats, ~y, feats)
+    assert (got + got_flipped - 1).abs().max() < 0.05
+    assert roc_auc_score(y.numpy(), got_flipped.numpy()) < 0.01

@@ -221,3 +221,67 @@ def test_lora_fine_tuning_changes_only_the_adapters_and_its_merged_export_loads(
     diff = sum((a - b).abs().sum() for a, b in zip(pipe.unet.parameters(), pretrained.parameters()))
     assert diff > 0
     assert json.loads((export / "target.json").read_text())["hparams"]["pretrained"] == str(base)
+
+
+# ----------------------------------------------------------------------------- conditioning, in memory (fast)
+
+
+@pytest.fixture(scope="module")
+def memory_t2i():
+    """A random tiny text-to-image target in memory (no autoencoder: the UNet denoises 1x8x8 inputs)
+    with 6 captioned examples."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from lab.data.datamodule import SplitDataset
+    from lab.data.split import MembershipSplit
+    from lab.targets.load import Target
+    from lab.targets.text import build_text_encoder, build_tokenizer
+
+    captions = ["a handwritten digit seven", "a photo of the number two", "the digit one, written by hand",
+                "a handwritten digit four", "a photo of the number nine", "the digit zero, written by hand"]
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=4, cross_attention_dim=16, attention_head_dim=4,
+    )
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    split = MembershipSplit(ids=[f"x{i}" for i in range(6)], roles=["member", "nonmember"] * 3,
+                            eval_splits=["validation"] * 4 + ["test"] * 2, seed=0, captions=captions)
+    target = Target(unet.eval(), DDPMScheduler(num_train_timesteps=1000), split, None, None,
+                    text_encoder=build_text_encoder(300, hidden_size=16, layers=1, max_length=16), tokenizer=build_tokenizer(captions, 300))
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    return target, SplitDataset(images, list(range(6)))
+
+
+FAST = {"loss": {"timesteps": [100, 300], "num_noise": 2}, "pia": {}, "secmi_stat": {"t_sec": 100, "interval": 50},
+        "gradient_norm": {"timesteps": [100], "num_noise": 2}, "pfami": {"timesteps": [50], "strengths": [0.9]},
+        "clid": {"timesteps": [100, 200]}}
+
+
+def test_conditioned_scores_do_not_depend_on_batching_or_on_which_attacks_share_calls(memory_t2i):
+    """Each example is conditioned on its own caption (or on "" under empty) in every batch layout, and
+    calls shared between attacks never cross conditions or captions: one attack alone, in batches of 1,
+    gives the same scores as all of them in one batch under both conditions."""
+    from lab.attacks import make_attacks
+    from lab.scoring import score_target
+
+    target, data = memory_t2i
+    together = score_target(target, make_attacks(FAST), batch_size=6, dataset=data, conditions=("caption", "empty"))
+    assert set(together.attack) == set(FAST) | {f"{n}@empty" for n in FAST if n != "clid"}
+    # clid's "" reduction at t = 100 with draw 0 is loss@empty's first call: shared, and only that one
+    assert together[together.attack == "loss@empty"].calls_reused_per_example.iloc[0] == 1
+    for name in FAST:
+        for condition in ("caption", "empty"):
+            label = name if condition == "caption" else f"{name}@empty"
+            if label not in set(together.attack):
+                continue
+            alone = score_target(target, make_attacks({name: FAST[name]}), batch_size=1, dataset=data, conditions=(condition,))
+            got = together[together.attack == label].sort_values("id").score.to_numpy()
+            np.testing.assert_allclose(got, alone.sort_values("id").score.to_numpy(), rtol=1e-5, atol=1e-7, err_msg=label)
+    caption = together[together.attack == "loss"].sort_values("id").score.to_numpy()
+    empty = together[together.attack == "loss@empty"].sort_values("id").score.to_numpy()
+    assert not np.allclose(caption, empty)

@@ -81,6 +81,7 @@ class TextToImage(LatentDiffusion):
         if pretrained is None and len(cross_attention) != len(block_out_channels):
             raise LabError(f"model.cross_attention needs one entry per UNet level ({len(block_out_channels)}), got {list(cross_attention)}")
         self.tokenizer = None
+        self._embedded: dict[str, torch.Tensor] = {}  # caption -> embedding, during a fit
         super().__init__(
             image_size, channels, autoencoder, block_out_channels, 1 if layers_per_block is None else layers_per_block, False,
             norm_num_groups, num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp, pretrained, lora,
@@ -117,6 +118,7 @@ class TextToImage(LatentDiffusion):
         split = getattr(self.trainer.datamodule, "split", None) if self.trainer is not None else None
         if stage == "fit" and split is not None and split.captions is None:
             raise LabError("a text-to-image target trains on captioned data: set data.captions (e.g. text)")
+        self._embedded = {}
         if self.tokenizer is None and split is not None and split.captions is not None:
             # from every caption of the split, members and non-members alike (see lab.targets.text)
             self.tokenizer = build_tokenizer(split.captions, self.hparams.vocab_size, self.hparams.max_length,
@@ -132,8 +134,11 @@ class TextToImage(LatentDiffusion):
         if p > 0:
             drop = (torch.rand(len(captions)) < p).tolist()
             captions = ["" if d else c for c, d in zip(captions, drop)]
-        with torch.no_grad():
-            return encode_prompts(self.text_encoder, self.tokenizer, captions)
+        todo = sorted({c for c in captions if c not in self._embedded})
+        if todo:  # the text encoder is frozen: each caption is embedded once per fit
+            with torch.no_grad():
+                self._embedded.update(zip(todo, encode_prompts(self.text_encoder, self.tokenizer, todo)))
+        return torch.stack([self._embedded[c] for c in captions])
 
     def attack_target(self, split) -> Target:
         return Target(self.target_unet, self.scheduler, split, split_path=None, path=None, autoencoder=self.autoencoder,
