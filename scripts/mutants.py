@@ -28,6 +28,10 @@ TESTS = [
     "tests/test_attacks.py::test_attacks_on_one_target_share_identical_denoiser_calls",
     "tests/test_infer.py::test_false_positive_rate_stays_at_alpha_and_a_leaky_scorer_is_caught",
     "tests/test_infer.py::test_a_small_shift_in_many_examples_is_detected_where_one_example_is_not",
+    "tests/test_formulas_clid.py",
+    "tests/test_text2image.py::test_conditioned_scores_do_not_depend_on_batching_or_on_which_attacks_share_calls",
+    "tests/test_text2image.py::test_bundled_digits_get_generated_captions_that_enter_the_hash_and_fingerprint",
+    "tests/test_text2image.py::test_folder_captions_from_jsonl_and_csv_round_trip_through_the_split_file",
 ]
 
 # name: (file, exact original snippet, its replacement)
@@ -88,7 +92,27 @@ MUTANTS = {
         "model.fit(np.concatenate([owner, heldout]), np.r_[np.ones(len(owner)), np.zeros(len(heldout))])",
     ),
     "cdi-two-sided": ("lab/dataset_inference.py", 'equal_var=False, alternative="greater"', "equal_var=False"),
-    "shared-calls-ignore-timestep": ("lab/attacks/base.py", "        for part in (x, t):", "        for part in (x,):"),
+    "shared-calls-ignore-timestep": ("lab/attacks/base.py", "        for part in parts:", "        for part in parts[:1]:"),
+    # text-to-image targets: conditioning and CLiD
+    "shared-calls-ignore-prompt": ("lab/attacks/base.py", "parts = (x_t, t) if context is None else (x_t, t, context)", "parts = (x_t, t)"),
+    "empty-prompt-is-the-caption": ("lab/attacks/base.py", 'if self.condition == "empty":', "if False:"),
+    "prompt-not-passed-to-unet": (
+        "lab/attacks/base.py", "self.unet(x_t, t, encoder_hidden_states=context).sample",
+        "self.unet(x_t, t, encoder_hidden_states=torch.zeros_like(context)).sample",
+    ),
+    "per-example-prompt-of-first-example": ("lab/attacks/base.py", "whole[i : i + 1] if whole is not None", "whole[:1] if whole is not None"),
+    "caption-not-hashed": ("lab/data/split.py", "        if captions is not None:\n            text =", "        if False:\n            text ="),
+    "clid-gap-sign": (
+        "lab/attacks/clid.py", "gaps = [self.loss(x0, draws, self.embed(list(v))) - full for v in variants]",
+        "gaps = [full - self.loss(x0, draws, self.embed(list(v))) for v in variants]",
+    ),
+    "clid-noise-not-shared": (
+        "lab/attacks/clid.py", "gaps = [self.loss(x0, draws, self.embed(list(v))) - full for v in variants]",
+        "gaps = [self.loss(x0, draws[::-1], self.embed(list(v))) - full for v in variants]",
+    ),
+    "clid-thirds-overlap": ("lab/attacks/clid.py", "caption[n // 3 : 2 * n // 3]", "caption[: 2 * n // 3]"),
+    "clid-th-last-best-alpha": ("lab/attacks/clid.py", "ALPHAS[int(np.argmax(aucs))]", "ALPHAS[len(aucs) - 1 - int(np.argmax(aucs[::-1]))]"),
+    "clid-vec-nonmember-probability": ("lab/attacks/clid.py", "predict_proba(features.double().numpy())[:, 1]", "predict_proba(features.double().numpy())[:, 0]"),
     "learned-test-refit": (
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",

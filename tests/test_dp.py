@@ -161,3 +161,54 @@ def test_a_resumed_dp_fit_keeps_counting_epsilon(dp_run, tmp_path, monkeypatch):
     reference = create_accountant("prv")
     reference.history = [(1.1, 0.5, 6)]
     assert privacy["steps"] == 6 and privacy["epsilon"] == pytest.approx(reference.get_epsilon(1 / 320), rel=1e-9)
+
+
+def test_opacus_per_example_gradients_are_right_for_a_text_conditioned_unet(tmp_path):
+    """DP-SGD on a text-to-image target clips each example's own gradient: Opacus' per-example
+    gradients of a UNet2DConditionModel (cross-attention on the caption embedding) equal autograd run
+    one example at a time, and a fit through lab.fit's TextToImage takes its private steps."""
+    import copy
+
+    import torch.nn.functional as F
+    from diffusers import UNet2DConditionModel
+    from opacus import PrivacyEngine
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=4, cross_attention_dim=16, attention_head_dim=4,
+    )
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    context, t = torch.randn(3, 5, 16, generator=g), torch.tensor([10, 500, 900])
+
+    def loss(model, i):
+        return F.mse_loss(model(x[i], t[i], encoder_hidden_states=context[i]).sample, noise[i])
+
+    truth = []
+    for i in range(3):
+        ref = copy.deepcopy(unet)
+        loss(ref, slice(i, i + 1)).backward()
+        truth.append([p.grad.clone() for p in ref.parameters()])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=3)
+    opt = torch.optim.SGD(unet.parameters(), lr=0.1)
+    PrivacyEngine().make_private(module=unet, optimizer=opt, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0,
+                                 poisson_sampling=False, grad_sample_mode="functorch", wrap_model=False)
+    loss(unet, slice(None)).backward()
+    for j, p in enumerate(unet.parameters()):
+        for i in range(3):
+            torch.testing.assert_close(p.grad_sample[i], truth[i][j], rtol=1e-3, atol=1e-6)
+
+    from lab.targets import TextToImage
+    from lab.targets.autoencoder import AutoencoderStage
+
+    dm = MembershipDataModule(members=8, nonmembers=4, image_size=8, batch_size=4, captions="text")
+    model = TextToImage(image_size=8, channels=1, autoencoder=AutoencoderStage(block_out_channels=(8, 8), norm_num_groups=4, epochs=1, batch_size=8),
+                        block_out_channels=(8, 16), attention_head_dim=4, norm_num_groups=4, text_hidden_size=16, text_layers=1,
+                        dp=DPSGD(enabled=True, noise_multiplier=1.0, timesteps_per_example=2))
+    check = CheckPerExampleGradients()
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[check])
+    trainer.fit(model, dm)
+    assert check.checked == 2 and model.private.report()["steps"] == 2
