@@ -285,3 +285,32 @@ def test_conditioned_scores_do_not_depend_on_batching_or_on_which_attacks_share_
     caption = together[together.attack == "loss"].sort_values("id").score.to_numpy()
     empty = together[together.attack == "loss@empty"].sort_values("id").score.to_numpy()
     assert not np.allclose(caption, empty)
+
+
+def test_a_stable_diffusion_1x_folder_is_attacked_unchanged(t2i_run, tmp_path):
+    """An SD 1.x folder as save_pretrained writes it: a safety checker and a feature extractor in
+    model_index.json (never loaded for attacks), a PNDM scheduler with a scaled-linear schedule."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    from lab.attacks import make_attacks
+    from lab.scoring import score_target
+    from lab.targets.load import load_target
+
+    run, _ = t2i_run
+    base = StableDiffusionPipeline.from_pretrained(run / "epoch_0002", local_files_only=True, safety_checker=None, requires_safety_checker=False)
+    tiny = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=tiny, vision_config={**tiny, "image_size": 32, "patch_size": 16}, projection_dim=8))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1)
+    sd = StableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet, scheduler=scheduler,
+                                 safety_checker=checker, feature_extractor=CLIPImageProcessor(), requires_safety_checker=True)
+    folder = tmp_path / "stable-diffusion-v1-x"
+    sd.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["safety_checker"] == ["stable_diffusion", "StableDiffusionSafetyChecker"] and (folder / "feature_extractor").is_dir()
+    shutil.copyfile(run / "epoch_0002" / "split.json", folder / "split.json")
+    target = load_target(folder)
+    assert target.conditional and type(target.scheduler).__name__ == "PNDMScheduler"
+    table = score_target(target, make_attacks({"loss": {"timesteps": [100], "num_noise": 1}, "clid": {}}), batch_size=32)
+    assert len(table) == 2 * 64 and np.isfinite(table.score).all()
