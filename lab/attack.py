@@ -68,13 +68,15 @@ def run(
     sweep: list[int] | None = None,
     conditions: list[str] | None = None,
     captions: str | None = None,
+    compile: bool = False,
 ) -> tuple:
     """(scores, metrics, out folder): attack every target under `target`; write scores, metrics, plots, TensorBoard into `out`.
 
     `sweep`: timesteps at which each single-timestep attack (loss, pia, pian, sima) runs,
     one label each (`pia/t100`); the report then plots AUC and TPR@1%FPR against t.
     `conditions` (text-to-image targets): 'caption' and/or 'empty' (the empty prompt; `<attack>@empty`).
-    `captions`: the caption column of the --members/--nonmembers folders' metadata."""
+    `captions`: the caption column of the --members/--nonmembers folders' metadata.
+    `compile`: call the denoiser through torch.compile (attacks without gradients)."""
     import pandas as pd
 
     from lab.attacks import make_attacks, sweep_timesteps
@@ -107,7 +109,8 @@ def run(
         relaunched = "ddp" in str((trainer or {}).get("strategy", "")) and "spawn" not in str((trainer or {}).get("strategy", ""))
         partial = None if relaunched else out_dir / PARTIAL_DIR
         progress = Progress(sum(len(list(conditioned(t, built, conditions))) for t in targets))  # a line per (target, attack) with an ETA for the rest
-        per_target = [score_target(t, built, batch_size, trainer, partial, progress=progress, conditions=conditions)
+        per_target = [score_target(t, built, batch_size, trainer, partial, progress=progress, conditions=conditions,
+                                   compile=compile)
                       for t in targets]
         if any(s is None for s in per_target):  # a DDP rank other than 0
             return None, None, out_dir
@@ -153,6 +156,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--condition", type=list[str], default=["caption"],
                    help="text-to-image targets: condition each denoiser call on the example's caption and/or the empty prompt "
                         "(e.g. --condition '[caption, empty]'; empty-prompt rows are named <attack>@empty)")
+    p.add_argument("--compile", type=bool, default=False,
+                   help="call the denoiser through torch.compile (attacks without gradients); scripts/bench_compile.py measures it")
     p.add_argument("--captions", type=Optional[str], default=None,
                    help="caption column of the --members/--nonmembers folders' metadata.jsonl / metadata.csv (text-to-image targets)")
     return p
@@ -164,7 +169,7 @@ def main(args: list[str] | None = None) -> None:
     with exit_on_lab_error("lab.attack"), sigterm_is_an_error("rerun the same command: finished (target, attack) scores are kept"):
         _, table, out = run(
             cfg.target, cfg.attacks, cfg.split, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.trainer,
-            cfg.members, cfg.nonmembers, cfg.split_seed, cfg.sweep_timesteps, cfg.condition, cfg.captions,
+            cfg.members, cfg.nonmembers, cfg.split_seed, cfg.sweep_timesteps, cfg.condition, cfg.captions, cfg.compile,
         )
     if table is None:  # a DDP rank other than 0: rank 0 reports
         return

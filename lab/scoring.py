@@ -77,6 +77,7 @@ def target_state(target: Target) -> str:
 def score_target(
     target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None,
     dataset: Dataset | None = None, progress: Progress | None = None, conditions: tuple[str, ...] = ("caption",),
+    compile: bool = False,
 ) -> pd.DataFrame:
     """The scores table of every attack on one target: one row per (attack, example).
 
@@ -91,10 +92,13 @@ def score_target(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     name = target.path.name if target.path is not None else "in-memory"
     frames = []
+    compiled = torch.compile(target.unet) if compile else None
     with shared_denoiser_calls(target, attacks):
         state = target_state(target) if partial is not None and target.path is not None else None
         for key, attack, condition in conditioned(target, attacks, check_conditions(conditions)):
             attack.bind(target, condition)
+            if compiled is not None and not attack.needs_grad and attack.unet is target.unet:
+                attack.unet = compiled  # the same weights (a wrapper), so shared calls and scores stay comparable
             stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
                      "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
             kept = partial / f"{target.path.name}__{key.replace('/', '-')}.csv" if state is not None else None

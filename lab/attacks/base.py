@@ -242,7 +242,7 @@ class DenoiserCache:
         for part in parts:
             a = part.detach().cpu().contiguous()
             h.update(f"{a.dtype}{tuple(a.shape)}".encode())
-            h.update(a.numpy().tobytes())
+            h.update(a.flatten().view(torch.uint8).numpy().tobytes())  # raw bytes of any dtype (bfloat16 has no numpy type)
         return id(unet), h.digest()
 
     def get(self, key: tuple) -> torch.Tensor | None:

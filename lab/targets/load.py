@@ -115,6 +115,9 @@ def load_pipeline(path: str | Path) -> Target:
     kind = index.get("_class_name")
     if kind not in PIPELINES:
         raise LabError(f"{path} holds a {kind}; supported pipelines: {', '.join(PIPELINES)}")
+    from lab.console import quiet_transformers
+
+    quiet_transformers()  # "Loading weights" bars of a text encoder
     diffusers_logging.disable_progress_bar()
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # LDMPipeline types `vqvae` as VQModel; an AutoencoderKL there is fine
