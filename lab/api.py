@@ -12,6 +12,10 @@ halved into validation and test with `seed` (thresholds and learned attacks use 
 metrics are on test), exactly as the CLIs do, and the same metrics table comes back (one row per
 attack), with the scores table (one row per attack and example). The pipeline's modules are put in
 eval mode without gradients while scoring and restored afterwards.
+
+A `StableDiffusionPipeline` (text-to-image) needs captions: `member_captions` / `nonmember_captions`
+(one string per image) with tensors, or `captions="text"` (the metadata column) with folders;
+`conditions=("caption", "empty")` adds each attack with the empty prompt (`<attack>@empty`).
 """
 
 from __future__ import annotations
@@ -32,16 +36,19 @@ from lab.targets.load import target_from_pipeline
 
 def evaluate(
     pipeline, members, nonmembers, attacks: list | dict = ("loss", "pia"), *, seed: int = 0, batch_size: int = 64,
-    bootstrap: int = 200, trainer: dict | None = None,
+    bootstrap: int = 200, trainer: dict | None = None, member_captions: list[str] | None = None,
+    nonmember_captions: list[str] | None = None, captions: str | None = None, conditions: tuple[str, ...] = ("caption",),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics table, scores table) of `attacks` on `pipeline` with the given members and non-members."""
     check_number("batch_size", batch_size, minimum=1, integer=True)
     check_number("bootstrap", bootstrap, minimum=1, integer=True)
-    modules = [m for m in (getattr(pipeline, "unet", None), getattr(pipeline, "vqvae", None)) if isinstance(m, torch.nn.Module)]
+    parts = ("unet", "vqvae", "vae", "text_encoder")
+    modules = [m for m in (getattr(pipeline, name, None) for name in parts) if isinstance(m, torch.nn.Module)]
     modes = [(sub, sub.training) for m in modules for sub in m.modules()]
     grads = [(p, p.requires_grad) for m in modules for p in m.parameters()]
     try:
-        return _evaluate(pipeline, members, nonmembers, attacks, seed, batch_size, bootstrap, trainer)
+        return _evaluate(pipeline, members, nonmembers, attacks, seed, batch_size, bootstrap, trainer,
+                         (member_captions, nonmember_captions), captions, conditions)
     finally:  # the caller's pipeline as it was given (loading a target sets eval mode and freezes it)
         for sub, training in modes:
             sub.training = training
@@ -49,8 +56,11 @@ def evaluate(
             p.requires_grad_(g)
 
 
-def _evaluate(pipeline, members, nonmembers, attacks, seed, batch_size, bootstrap, trainer):
+def _evaluate(pipeline, members, nonmembers, attacks, seed, batch_size, bootstrap, trainer, texts, captions, conditions):
+    from lab.scoring import check_conditions
+
     target = target_from_pipeline(pipeline)
+    conditions = check_conditions(conditions)
     built = make_attacks(list(attacks) if not isinstance(attacks, dict) else attacks)
     channels, size, _ = target.image_shape
     if isinstance(members, (str, Path)) or isinstance(nonmembers, (str, Path)):
@@ -58,12 +68,15 @@ def _evaluate(pipeline, members, nonmembers, attacks, seed, batch_size, bootstra
 
         if not (isinstance(members, (str, Path)) and isinstance(nonmembers, (str, Path))):
             raise LabError("give members and non-members the same way: two folders, or two tensors")
-        data = split_from_folders(str(members), str(nonmembers), image_size=size, channels=channels, seed=seed)
+        if target.conditional and not captions:
+            raise LabError("a text-to-image pipeline: give captions='text' (the caption column of each folder's metadata.jsonl)")
+        data = split_from_folders(str(members), str(nonmembers), image_size=size, channels=channels, seed=seed, captions=captions)
         split, dataset = data.split, data.dataset()
     else:
-        split, dataset = _tensor_split(_images(members, "members", channels, size), _images(nonmembers, "nonmembers", channels, size), seed)
+        m, n = _images(members, "members", channels, size), _images(nonmembers, "nonmembers", channels, size)
+        split, dataset = _tensor_split(m, n, seed, _captions(texts, (len(m), len(n)), target.conditional))
     target.split = split
-    scores = score_target(target, built, batch_size, trainer, dataset=dataset)
+    scores = score_target(target, built, batch_size, trainer, dataset=dataset, conditions=conditions)
     return metrics_table(scores, bootstrap=bootstrap), scores
 
 
@@ -81,9 +94,24 @@ def _images(x, what: str, channels: int, size: int) -> torch.Tensor:
     return x
 
 
-def _tensor_split(members: torch.Tensor, nonmembers: torch.Tensor, seed: int) -> tuple[MembershipSplit, SplitDataset]:
+def _captions(texts, sizes: tuple[int, int], needed: bool) -> list[str] | None:
+    """member + non-member captions, checked (None when neither is given)."""
+    if texts[0] is None and texts[1] is None:
+        if needed:
+            raise LabError("a text-to-image pipeline: give member_captions and nonmember_captions (one string per image)")
+        return None
+    for what, text, n in zip(("member_captions", "nonmember_captions"), texts, sizes):
+        if not isinstance(text, (list, tuple)) or len(text) != n or not all(isinstance(c, str) for c in text):
+            raise LabError(f"{what}: one string per image ({n}), got {type(text).__name__}"
+                           + (f" of length {len(text)}" if isinstance(text, (list, tuple)) else ""))
+    return list(texts[0]) + list(texts[1])
+
+
+def _tensor_split(members: torch.Tensor, nonmembers: torch.Tensor, seed: int, captions: list[str] | None = None) -> tuple[MembershipSplit, SplitDataset]:
     pools = ([f"tensor:members/{i}" for i in range(len(members))], [f"tensor:nonmembers/{i}" for i in range(len(nonmembers))])
     ids, roles, splits = draw_split(*pools, len(members), len(nonmembers), seed)
     by_id = dict(zip(pools[0] + pools[1], torch.cat([members, nonmembers])))
     images = torch.stack([by_id[i] for i in ids])
-    return MembershipSplit(ids=ids, roles=roles, eval_splits=splits, seed=seed), SplitDataset(images, list(range(len(ids))))
+    text = dict(zip(pools[0] + pools[1], captions)) if captions is not None else None
+    split = MembershipSplit(ids=ids, roles=roles, eval_splits=splits, seed=seed, captions=[text[i] for i in ids] if text else None)
+    return split, SplitDataset(images, list(range(len(ids))))

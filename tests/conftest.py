@@ -57,6 +57,26 @@ def random_unet():
     return unet.float().eval()
 
 
+def random_conditional_unet(channels: int = 1, cross_attention_dim: int = 16, perturb: bool = True):
+    """A seeded tiny UNet2DConditionModel (8x8, cross-attention in the first level), each parameter
+    perturbed like `random_unet` so that its output depends on the prompt embedding."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=4, cross_attention_dim=cross_attention_dim, attention_head_dim=4,
+    )
+    if perturb:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in unet.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return unet
+
+
 def fit_tiny(work: Path, *overrides: str, config: Path = TINY_CONFIG):
     """`python -m lab.fit --config configs/<config> [overrides]` run in-process in `work`.
 

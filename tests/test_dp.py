@@ -170,15 +170,11 @@ def test_opacus_per_example_gradients_are_right_for_a_text_conditioned_unet(tmp_
     import copy
 
     import torch.nn.functional as F
-    from diffusers import UNet2DConditionModel
     from opacus import PrivacyEngine
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        norm_num_groups=4, cross_attention_dim=16, attention_head_dim=4,
-    )
+    from tests.conftest import random_conditional_unet
+
+    unet = random_conditional_unet(channels=4, perturb=False)
     g = torch.Generator().manual_seed(0)
     x, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
     context, t = torch.randn(3, 5, 16, generator=g), torch.tensor([10, 500, 900])

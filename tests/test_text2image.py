@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, fit_tiny
+from conftest import ROOT, fit_tiny, random_conditional_unet
 
 T2I_CONFIG = ROOT / "configs" / "text2image_tiny.yaml"
 
@@ -230,7 +230,7 @@ def test_lora_fine_tuning_changes_only_the_adapters_and_its_merged_export_loads(
 def memory_t2i():
     """A random tiny text-to-image target in memory (no autoencoder: the UNet denoises 1x8x8 inputs)
     with 6 captioned examples."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler
 
     from lab.data.datamodule import SplitDataset
     from lab.data.split import MembershipSplit
@@ -239,16 +239,7 @@ def memory_t2i():
 
     captions = ["a handwritten digit seven", "a photo of the number two", "the digit one, written by hand",
                 "a handwritten digit four", "a photo of the number nine", "the digit zero, written by hand"]
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        norm_num_groups=4, cross_attention_dim=16, attention_head_dim=4,
-    )
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    unet = random_conditional_unet()
     split = MembershipSplit(ids=[f"x{i}" for i in range(6)], roles=["member", "nonmember"] * 3,
                             eval_splits=["validation"] * 4 + ["test"] * 2, seed=0, captions=captions)
     target = Target(unet.eval(), DDPMScheduler(num_train_timesteps=1000), split, None, None,
@@ -314,3 +305,63 @@ def test_a_stable_diffusion_1x_folder_is_attacked_unchanged(t2i_run, tmp_path):
     assert target.conditional and type(target.scheduler).__name__ == "PNDMScheduler"
     table = score_target(target, make_attacks({"loss": {"timesteps": [100], "num_noise": 1}, "clid": {}}), batch_size=32)
     assert len(table) == 2 * 64 and np.isfinite(table.score).all()
+
+
+def test_the_python_api_scores_an_in_memory_stable_diffusion_pipeline_with_captions(t2i_run):
+    import lab
+    from diffusers import StableDiffusionPipeline
+
+    from lab.errors import LabError
+
+    run, _ = t2i_run
+    pipe = StableDiffusionPipeline.from_pretrained(run / "epoch_0002", local_files_only=True, safety_checker=None, requires_safety_checker=False)
+    g = torch.Generator().manual_seed(0)
+    members, nonmembers = torch.rand(6, 1, 16, 16, generator=g) * 2 - 1, torch.rand(6, 1, 16, 16, generator=g) * 2 - 1
+    texts = [f"a handwritten digit {w}" for w in ("one", "two", "three", "four", "five", "six")]
+    with pytest.raises(LabError, match="member_captions and nonmember_captions"):
+        lab.evaluate(pipe, members, nonmembers, ["loss"])
+    with pytest.raises(LabError, match="one string per image"):
+        lab.evaluate(pipe, members, nonmembers, ["loss"], member_captions=texts[:5], nonmember_captions=texts)
+    pipe.unet.train()
+    metrics, scores = lab.evaluate(pipe, members, nonmembers, {"loss": {"num_noise": 1}, "clid": {}}, member_captions=texts,
+                                   nonmember_captions=texts[::-1], conditions=("caption", "empty"), bootstrap=5)
+    assert set(metrics.attack) == {"loss", "loss@empty", "clid"} and len(scores) == 36
+    assert pipe.unet.training and not pipe.text_encoder.training  # the caller's modes, restored
+    assert set(scores.caption) == set(texts)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("library", "component 'unet' comes from 'os'"),
+    ("max_length", "the tokenizer pads prompts to 100000 tokens but the text encoder takes at most 16"),
+    ("class", "holds a StableDiffusionXLPipeline; supported pipelines"),
+])
+def test_a_hostile_or_mismatched_sd_folder_is_one_error_line(t2i_run, tmp_path, capsys, edit, message):
+    from lab.attack import main as attack_main
+
+    run, _ = t2i_run
+    target = shutil.copytree(run / "epoch_0002", tmp_path / "target")
+    if edit in ("library", "class"):
+        index = json.loads((target / "model_index.json").read_text())
+        if edit == "library":
+            index["unet"] = ["os", "system"]
+        else:
+            index["_class_name"] = "StableDiffusionXLPipeline"
+        (target / "model_index.json").write_text(json.dumps(index))
+    else:
+        config = json.loads((target / "tokenizer" / "tokenizer_config.json").read_text())
+        config["model_max_length"] = 100000
+        (target / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit):
+        attack_main(["--target", str(target), "--attacks", "[loss]", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lab.attack: error:") and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_shared_call_keys_take_bfloat16_inputs():
+    """CPU 16-mixed runs in bfloat16, which numpy cannot hold: the shared-call key hashes raw bytes."""
+    from lab.attacks.base import DenoiserCache
+
+    x = torch.randn(2, 3, dtype=torch.bfloat16)
+    assert DenoiserCache.key(None, x, torch.tensor([1, 2])) == DenoiserCache.key(None, x.clone(), torch.tensor([1, 2]))
+    assert DenoiserCache.key(None, x, torch.tensor([1, 2])) != DenoiserCache.key(None, x + 1, torch.tensor([1, 2]))

@@ -104,9 +104,9 @@ def _folder_captions(path: Path, files: list[Path], column: str) -> list[str]:
         raise LabError(f"captions asked for, but {path} has no metadata.jsonl or metadata.csv (file_name and {column!r} columns)")
     try:
         if meta.suffix == ".jsonl":
-            rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [json.loads(line) for line in meta.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         else:
-            with open(meta, newline="", encoding="utf-8") as f:
+            with open(meta, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
                 rows = list(csv.DictReader(f))
     except (ValueError, UnicodeDecodeError, OSError, csv.Error) as e:
         raise LabError(f"cannot read {meta}: {e}") from None

@@ -1,7 +1,9 @@
 """Load what an attack needs from a target folder on disk: denoiser, noise schedule, autoencoder, split.
 
-A target is a diffusers pipeline folder: `DDPMPipeline`/`DDIMPipeline` (pixel targets) or
-`LDMPipeline` (latent targets: `vqvae/` holds an AutoencoderKL or VQModel). It is the
+A target is a diffusers pipeline folder: `DDPMPipeline`/`DDIMPipeline` (pixel targets),
+`LDMPipeline` (latent targets: `vqvae/` holds an AutoencoderKL or VQModel) or
+`StableDiffusionPipeline` (text-to-image: `vae/`, a `UNet2DConditionModel`, `text_encoder/` and
+`tokenizer/`; a safety checker or feature extractor is never loaded). It is the
 lab's own export, or a pretrained model saved locally (e.g. google/ddpm-cifar10-32,
 CompVis/ldm-celebahq-256), plus a membership split file: `split.json` beside it, or one the user
 names or builds from member / non-member image folders. Weights are read from safetensors, or
@@ -22,7 +24,8 @@ from lab.errors import LabError
 from lab.targets.autoencoder import downsampling, latent_channels
 
 PIPELINES = {"DDPMPipeline": "unet", "DDIMPipeline": "unet", "LDMPipeline": "vqvae", "StableDiffusionPipeline": "vae"}
-OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")  # of an SD folder: attacks never need them
+OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
+COMPONENT_LIBRARIES = ("diffusers", "transformers", "stable_diffusion", None)  # of an SD folder: attacks never need them
 
 
 @dataclass
@@ -112,9 +115,13 @@ def load_pipeline(path: str | Path) -> Target:
         index = json.loads((path / "model_index.json").read_text())
     except ValueError as e:
         raise LabError(f"{path / 'model_index.json'} is not valid JSON: {e}") from None
-    kind = index.get("_class_name")
+    kind = index.get("_class_name") if isinstance(index, dict) else None
     if kind not in PIPELINES:
         raise LabError(f"{path} holds a {kind}; supported pipelines: {', '.join(PIPELINES)}")
+    for name, value in index.items():  # components come from these libraries only: nothing else is imported
+        if not name.startswith("_") and isinstance(value, list) and value and value[0] not in COMPONENT_LIBRARIES:
+            raise LabError(f"{path / 'model_index.json'}: component {name!r} comes from {value[0]!r}; "
+                           f"a target's components come from {', '.join(str(x) for x in COMPONENT_LIBRARIES if x)}")
     from lab.console import quiet_transformers
 
     quiet_transformers()  # "Loading weights" bars of a text encoder
@@ -164,6 +171,10 @@ def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = Non
         if text_encoder is None or tokenizer is None or not hasattr(getattr(text_encoder, "config", None), "hidden_size"):
             raise LabError(f"{where}: a text-to-image target needs a text encoder (text_encoder/) and a tokenizer (tokenizer/)")
         check_text_encoder(unet, text_encoder, where)
+        positions = getattr(text_encoder.config, "max_position_embeddings", None)
+        length = getattr(tokenizer, "model_max_length", None)
+        if not isinstance(length, int) or length < 2 or (positions is not None and length > positions):
+            raise LabError(f"{where}: the tokenizer pads prompts to {length!r} tokens but the text encoder takes at most {positions}")
         text_encoder = text_encoder.eval().requires_grad_(False)
     if kind in ("LDMPipeline", "StableDiffusionPipeline"):
         autoencoder = getattr(pipe, PIPELINES[kind], None)

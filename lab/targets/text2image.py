@@ -83,7 +83,7 @@ class TextToImage(LatentDiffusion):
         self.tokenizer = None
         self._embedded: dict[str, torch.Tensor] = {}  # caption -> embedding, during a fit
         super().__init__(
-            image_size, channels, autoencoder, block_out_channels, 1 if layers_per_block is None else layers_per_block, False,
+            image_size, channels, autoencoder, block_out_channels, layers_per_block, False,
             norm_num_groups, num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp, pretrained, lora,
         )
         self.save_hyperparameters()
