@@ -68,6 +68,8 @@ def _evaluate(pipeline, members, nonmembers, attacks, seed, batch_size, bootstra
 
         if not (isinstance(members, (str, Path)) and isinstance(nonmembers, (str, Path))):
             raise LabError("give members and non-members the same way: two folders, or two tensors")
+        if texts[0] is not None or texts[1] is not None:
+            raise LabError("with folders the captions come from their metadata files (captions='text'), not member_captions / nonmember_captions")
         if target.conditional and not captions:
             raise LabError("a text-to-image pipeline: give captions='text' (the caption column of each folder's metadata.jsonl)")
         data = split_from_folders(str(members), str(nonmembers), image_size=size, channels=channels, seed=seed, captions=captions)
@@ -100,10 +102,14 @@ def _captions(texts, sizes: tuple[int, int], needed: bool) -> list[str] | None:
         if needed:
             raise LabError("a text-to-image pipeline: give member_captions and nonmember_captions (one string per image)")
         return None
+    from lab.data.sources import check_caption
+
     for what, text, n in zip(("member_captions", "nonmember_captions"), texts, sizes):
-        if not isinstance(text, (list, tuple)) or len(text) != n or not all(isinstance(c, str) for c in text):
+        if not isinstance(text, (list, tuple)) or len(text) != n:
             raise LabError(f"{what}: one string per image ({n}), got {type(text).__name__}"
                            + (f" of length {len(text)}" if isinstance(text, (list, tuple)) else ""))
+        for i, c in enumerate(text):
+            check_caption(c, f"{what}[{i}]")
     return list(texts[0]) + list(texts[1])
 
 

@@ -84,12 +84,12 @@ def run(
     from lab.locks import folder_lock
     from lab.report import metrics_table, write_csv_atomic, write_report
     from lab.scoring import PARTIAL_DIR, check_conditions, check_trainer_kwargs, conditioned, score_target
-    from lab.targets.load import load_target, target_folders
+    from lab.targets.load import load_pipeline, load_target, target_folders
 
     folders = target_folders(target)
     built = make_attacks(sweep_timesteps(attacks, sweep))
     check_trainer_kwargs(trainer or {})
-    conditions = check_conditions(conditions or ["caption"])
+    conditions = check_conditions(["caption"] if conditions is None else conditions)
     check_number("--batch_size", batch_size, minimum=1, integer=True)
     check_number("--bootstrap", bootstrap, minimum=1, integer=True)
     out_dir = Path(out) if out else Path(target) / "attacks"
@@ -97,6 +97,9 @@ def run(
         raise LabError("give either --split FILE or --members/--nonmembers DIRS, not both")
     by_folders = bool(members or nonmembers)
     targets = None if by_folders else [load_target(f, split) for f in folders]  # all checked before anything is written
+    if by_folders and (bound := [f for f in folders if load_pipeline(f).split_bound]):
+        raise LabError(f"{bound[0]} records the split it was trained on (target.json): attack it with its split.json, "
+                       "not --members/--nonmembers")
     with folder_lock(out_dir, "lab.attack"):  # one writer per output folder, found unusable before any scoring
         if by_folders:
             split = folder_split(folders[0], members, nonmembers, out_dir, split_seed, captions)

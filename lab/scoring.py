@@ -158,16 +158,19 @@ def check_conditions(conditions) -> tuple[str, ...]:
     from lab.attacks.base import CONDITIONS
 
     if isinstance(conditions, str) or not conditions or any(c not in CONDITIONS for c in conditions) or len(set(conditions)) != len(conditions):
-        raise LabError(f"--condition must list {' and/or '.join(CONDITIONS)}, each once; got {conditions!r}")
+        raise LabError(f"conditions (--condition) must list {' and/or '.join(CONDITIONS)}, each once; got {conditions!r}")
     return tuple(conditions)
 
 
 def conditioned(target: Target, attacks: dict[str, Attack], conditions: tuple[str, ...]):
     """(table name, attack, condition) for each run: each condition in turn on a text-to-image target."""
-    for condition in conditions if target.conditional else ("caption",):
+    conditions = conditions if target.conditional else ("caption",)
+    for condition in conditions:
         for key, attack in attacks.items():
-            if condition == "caption" or attack.uses_condition:  # CLiD and blind: the same score under any condition
+            if attack.uses_condition:
                 yield (key if condition == "caption" else f"{key}@{condition}"), attack, condition
+            elif condition == conditions[0]:  # CLiD and blind: the same score under any condition, run once
+                yield key, attack, "caption"
 
 
 @contextmanager

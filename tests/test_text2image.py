@@ -120,7 +120,7 @@ def test_every_conditional_attack_gives_one_finite_score_per_example_with_and_wi
     scores, table, _ = attack_run(str(run / "epoch_0002"), settings, out=str(tmp_path / "out"), bootstrap=5, conditions=["caption", "empty"])
     n = 64
     for name in names:
-        for label in (name, f"{name}@empty"):
+        for label in (name, f"{name}@empty") if ATTACKS[name].uses_condition else (name,):
             rows = scores[scores.attack == label]
             assert len(rows) == n and rows.id.is_unique and np.isfinite(rows.score).all(), label
     assert set(scores[scores.attack == "loss@empty"].condition) == {"empty"} and set(scores[scores.attack == "loss"].condition) == {"caption"}
@@ -365,3 +365,98 @@ def test_shared_call_keys_take_bfloat16_inputs():
     x = torch.randn(2, 3, dtype=torch.bfloat16)
     assert DenoiserCache.key(None, x, torch.tensor([1, 2])) == DenoiserCache.key(None, x.clone(), torch.tensor([1, 2]))
     assert DenoiserCache.key(None, x, torch.tensor([1, 2])) != DenoiserCache.key(None, x + 1, torch.tensor([1, 2]))
+
+
+def _drop_tensor(folder: Path, part: str, key: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = next((folder / part).glob("*.safetensors"))
+    tensors = load_file(path)
+    del tensors[next(k for k in tensors if k.endswith(key))]  # the text encoder's key prefix varies with transformers' version
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unet_missing", "the checkpoint lacks weights of its model"),
+    ("text_encoder_missing", "the checkpoint lacks weights of its model"),
+    ("class_list", "holds a ['evil_pipe', 'EvilPipeline']"),
+    ("tokenizer_too_big", "tokens but the text encoder embeds only"),
+    ("members_on_bound", "records the split it was trained on"),
+    ("condition_empty_list", "conditions (--condition) must list caption and/or empty"),
+])
+def test_red_team_findings_on_sd_folders_are_one_error_line(t2i_run, tmp_path, capsys, case, message):
+    """Found by a red-team pass: each once scored silently (random weights, a dropped caption) or
+    printed a traceback; each is now one error line before anything but the lock is written."""
+    from lab.attack import main as attack_main
+
+    run, _ = t2i_run
+    target = shutil.copytree(run / "epoch_0002", tmp_path / "target")
+    extra = []
+    if case == "unet_missing":
+        _drop_tensor(target, "unet", "conv_in.weight")
+    elif case == "text_encoder_missing":
+        _drop_tensor(target, "text_encoder", "embeddings.token_embedding.weight")
+    elif case == "class_list":
+        index = json.loads((target / "model_index.json").read_text())
+        index["_class_name"] = ["evil_pipe", "EvilPipeline"]
+        (target / "model_index.json").write_text(json.dumps(index))
+    elif case == "tokenizer_too_big":
+        config = json.loads((target / "text_encoder" / "config.json").read_text())
+        config["vocab_size"] = 50
+        (target / "text_encoder" / "config.json").write_text(json.dumps(config))
+        from safetensors.torch import load_file, save_file
+
+        path = next((target / "text_encoder").glob("*.safetensors"))
+        tensors = load_file(path)
+        key = next(k for k in tensors if k.endswith("token_embedding.weight"))
+        tensors[key] = tensors[key][:50].contiguous()
+        save_file(tensors, path, metadata={"format": "pt"})
+    elif case == "members_on_bound":
+        m, n = write_captioned_folder(tmp_path / "m", 4, 0), write_captioned_folder(tmp_path / "n", 4, 1)
+        extra = ["--members", str(m), "--nonmembers", str(n), "--captions", "text"]
+    elif case == "condition_empty_list":
+        extra = ["--condition", "[]"]
+    with pytest.raises(SystemExit):
+        attack_main(["--target", str(target), "--attacks", "[loss]", "--out", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lab.attack: error:") and message in err[0], err
+    assert not (tmp_path / "o" / "split.json").exists() and not (tmp_path / "o" / "scores.csv").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("csv_extra_field", "more or fewer fields than the header"),
+    ("file_name_column", "cannot be 'file_name'"),
+    ("lone_surrogate", "not valid Unicode"),
+    ("jsonl_is_a_folder", "is not a file"),
+])
+def test_red_team_findings_on_caption_metadata_are_clear_errors(tmp_path, case, message):
+    from lab.data.sources import load_source
+    from lab.errors import LabError
+
+    folder = write_captioned_folder(tmp_path / "f", 3, 0, fmt="csv" if case == "csv_extra_field" else "jsonl")
+    column = "text"
+    if case == "csv_extra_field":
+        (folder / "metadata.csv").write_text("file_name,text\nimg0.png,a,b\nimg1.png,x\nimg2.png,y\n")
+    elif case == "file_name_column":
+        column = "file_name"
+    elif case == "lone_surrogate":
+        (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"img{i}.png", "text": "bad \ud800"}) + "\n" for i in range(3)))
+    elif case == "jsonl_is_a_folder":
+        (folder / "metadata.jsonl").unlink()
+        (folder / "metadata.jsonl").mkdir()
+        (folder / "metadata.csv").write_text("file_name,text\nimg0.png,a\nimg1.png,b\nimg2.png,c\n")
+    with pytest.raises(LabError, match=message.replace("(", r"\(")):
+        load_source("folder", str(folder), captions=column)
+
+
+def test_clid_runs_under_the_empty_prompt_alone_and_lora_needs_a_pretrained_unet(memory_t2i, tmp_path, capsys):
+    from lab.attacks import make_attacks
+    from lab.fit import main as fit_main
+    from lab.scoring import score_target
+
+    target, data = memory_t2i
+    table = score_target(target, make_attacks({"loss": {"num_noise": 1}, "clid": {"timesteps": [100]}}), dataset=data, conditions=("empty",))
+    assert set(table.attack) == {"loss@empty", "clid"} and len(table) == 12
+    with pytest.raises(SystemExit):
+        fit_main(["--config", str(T2I_CONFIG), "--trainer.default_root_dir", str(tmp_path / "ft"), "--model.init_args.lora", "{rank: 2}"])
+    assert "lab.fit: error: model.lora adapts a pretrained UNet" in capsys.readouterr().err

@@ -91,12 +91,29 @@ def _digits(root: str | None, captions: str | None = None) -> RawImages:
 MAX_CAPTION_CHARS = 10_000
 
 
+def check_caption(text, where: str) -> str:
+    """The caption if it is a string of valid Unicode of at most MAX_CAPTION_CHARS characters, else a LabError."""
+    if not isinstance(text, str) or len(text) > MAX_CAPTION_CHARS:
+        raise LabError(f"{where}: the caption must be a string of at most {MAX_CAPTION_CHARS} characters, got {type(text).__name__}"
+                       + (f" of {len(text)}" if isinstance(text, str) else ""))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise LabError(f"{where}: the caption is not valid Unicode ({e.reason} at position {e.start})") from None
+    return text
+
+
 def _folder_captions(path: Path, files: list[Path], column: str) -> list[str]:
     """Captions from the folder's `metadata.jsonl` or `metadata.csv` (Hugging Face's image-folder
     convention: a `file_name` column relative to the folder, and a text column named `column`)."""
     import csv
 
     jsonl, csv_path = path / "metadata.jsonl", path / "metadata.csv"
+    if column == "file_name":
+        raise LabError("the caption column cannot be 'file_name' (that column names the images)")
+    for meta in (jsonl, csv_path):
+        if meta.exists() and not meta.is_file():
+            raise LabError(f"{meta} is not a file")
     if jsonl.is_file() and csv_path.is_file():
         raise LabError(f"{path} holds both metadata.jsonl and metadata.csv: keep one")
     meta = jsonl if jsonl.is_file() else csv_path if csv_path.is_file() else None
@@ -114,12 +131,12 @@ def _folder_captions(path: Path, files: list[Path], column: str) -> list[str]:
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
             raise LabError(f"{meta}, row {n}: needs a 'file_name' string")
+        if None in row or None in row.values():  # csv: more or fewer fields than the header (an unquoted comma?)
+            raise LabError(f"{meta}, row {n} ({row['file_name']}): it has more or fewer fields than the header (quote captions with commas)")
         if column not in row:
             have = sorted(k for k in row if k != "file_name")
             raise LabError(f"{meta} has no caption column {column!r} (columns: {', '.join(have) or 'none'}); set the caption column to one of them")
-        text = row[column]
-        if not isinstance(text, str) or len(text) > MAX_CAPTION_CHARS:
-            raise LabError(f"{meta}, row {n} ({row['file_name']}): the caption must be a string of at most {MAX_CAPTION_CHARS} characters")
+        text = check_caption(row[column], f"{meta}, row {n} ({row['file_name']})")
         name = Path(row["file_name"]).as_posix()
         if name in by_name:
             raise LabError(f"{meta} names {name} more than once")

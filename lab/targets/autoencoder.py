@@ -121,7 +121,10 @@ def load_autoencoder(path: str | Path) -> AutoencoderKL | VQModel:
             if cls is None:
                 raise LabError(f"{folder} holds a {kind}, not an autoencoder the lab supports (AutoencoderKL, VQModel)")
             try:
-                return cls.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True)
+                from lab.targets.weights import complete_weights
+
+                with complete_weights(folder):
+                    return cls.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True)
             except (OSError, ValueError) as e:
                 raise LabError(f"cannot load the autoencoder in {folder}: {e}") from None
     raise LabError(f"no diffusers autoencoder in {path} (looked for config.json in it, vqvae/ and vae/)")

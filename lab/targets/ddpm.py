@@ -101,6 +101,8 @@ class PixelDDPM(pl.LightningModule):
         self.save_hyperparameters()
         if pretrained is not None:
             check_pretrained(pretrained, self.pretrained_pipelines)
+        elif lora is not None:
+            raise LabError("model.lora adapts a pretrained UNet: set model.pretrained to a local pipeline folder")
         check_number("model.image_size", image_size, minimum=1, integer=True)
         check_number("model.layers_per_block", layers_per_block, minimum=1, integer=True)
         check_number("model.norm_num_groups", norm_num_groups, minimum=1, integer=True)
@@ -293,11 +295,16 @@ def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int]):
     from diffusers import UNet2DConditionModel
 
     folder = Path(path)
+    from lab.targets.weights import complete_weights
+
     try:
         cls = UNet2DConditionModel if "UNet2DCondition" in (folder / "unet" / "config.json").read_text() else UNet2DModel
-        unet = cls.from_pretrained(folder / "unet", low_cpu_mem_usage=False, local_files_only=True)
+        with complete_weights(f"model.pretrained {path}"):
+            unet = cls.from_pretrained(folder / "unet", low_cpu_mem_usage=False, local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
-    except (OSError, ValueError) as e:
+    except LabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
         raise LabError(f"model.pretrained: cannot load the UNet and scheduler of {path}: {str(e).splitlines()[0]}") from None
     size = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
     if (unet.config.in_channels, size) != tuple(shape):

@@ -22,6 +22,7 @@ from diffusers.utils import logging as diffusers_logging
 from lab.data.split import MembershipSplit
 from lab.errors import LabError
 from lab.targets.autoencoder import downsampling, latent_channels
+from lab.targets.weights import complete_weights
 
 PIPELINES = {"DDPMPipeline": "unet", "DDIMPipeline": "unet", "LDMPipeline": "vqvae", "StableDiffusionPipeline": "vae"}
 OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
@@ -116,7 +117,7 @@ def load_pipeline(path: str | Path) -> Target:
     except ValueError as e:
         raise LabError(f"{path / 'model_index.json'} is not valid JSON: {e}") from None
     kind = index.get("_class_name") if isinstance(index, dict) else None
-    if kind not in PIPELINES:
+    if not isinstance(kind, str) or kind not in PIPELINES:
         raise LabError(f"{path} holds a {kind}; supported pipelines: {', '.join(PIPELINES)}")
     for name, value in index.items():  # components come from these libraries only: nothing else is imported
         if not name.startswith("_") and isinstance(value, list) and value and value[0] not in COMPONENT_LIBRARIES:
@@ -130,7 +131,10 @@ def load_pipeline(path: str | Path) -> Target:
     diffusers_logging.set_verbosity_error()  # LDMPipeline types `vqvae` as VQModel; an AutoencoderKL there is fine
     skip = {part: None for part in OPTIONAL_PARTS if part in index}
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False, local_files_only=True, **skip)  # never the Hub
+        with complete_weights(path):
+            pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False, local_files_only=True, **skip)  # never the Hub
+    except LabError:
+        raise
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
         raise LabError(f"cannot load the diffusers pipeline in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
@@ -174,7 +178,11 @@ def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = Non
         positions = getattr(text_encoder.config, "max_position_embeddings", None)
         length = getattr(tokenizer, "model_max_length", None)
         if not isinstance(length, int) or length < 2 or (positions is not None and length > positions):
-            raise LabError(f"{where}: the tokenizer pads prompts to {length!r} tokens but the text encoder takes at most {positions}")
+            hint = " (a missing or damaged tokenizer/?)" if isinstance(length, int) and length > 10**6 else ""
+            raise LabError(f"{where}: the tokenizer pads prompts to {length!r} tokens but the text encoder takes at most {positions}{hint}")
+        vocab = getattr(text_encoder.config, "vocab_size", None)
+        if vocab is not None and len(tokenizer) > vocab:
+            raise LabError(f"{where}: the tokenizer has {len(tokenizer)} tokens but the text encoder embeds only {vocab}")
         text_encoder = text_encoder.eval().requires_grad_(False)
     if kind in ("LDMPipeline", "StableDiffusionPipeline"):
         autoencoder = getattr(pipe, PIPELINES[kind], None)

@@ -187,9 +187,16 @@ def load_text_parts(path: str):
     """The frozen text encoder and tokenizer of a local StableDiffusionPipeline folder."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from lab.targets.weights import complete_weights
+
     try:
-        encoder = CLIPTextModel.from_pretrained(Path(path) / "text_encoder", local_files_only=True)
+        with complete_weights(f"model.pretrained {path}"):
+            encoder = CLIPTextModel.from_pretrained(Path(path) / "text_encoder", local_files_only=True)
         tokenizer = CLIPTokenizer.from_pretrained(str(Path(path) / "tokenizer"), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise LabError(f"model.pretrained: cannot load the text encoder and tokenizer of {path}: {str(e).splitlines()[0]}") from None
+    except LabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for missing/corrupt/unsafe files
+        raise LabError(f"model.pretrained: cannot load the text encoder and tokenizer of {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if len(tokenizer) > encoder.config.vocab_size:
+        raise LabError(f"model.pretrained: the tokenizer of {path} has {len(tokenizer)} tokens but its text encoder embeds only {encoder.config.vocab_size}")
     return encoder.eval().requires_grad_(False), tokenizer
