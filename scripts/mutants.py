@@ -111,8 +111,8 @@ MUTANTS = {
         "gaps = [self.loss(x0, draws[::-1], self.embed(list(v))) - full for v in variants]",
     ),
     "clid-thirds-overlap": ("lab/attacks/clid.py", "caption[n // 3 : 2 * n // 3]", "caption[: 2 * n // 3]"),
-    "clid-th-last-best-alpha": ("lab/attacks/clid.py", "ALPHAS[int(np.argmax(aucs))]", "ALPHAS[len(aucs) - 1 - int(np.argmax(aucs[::-1]))]"),
-    "clid-vec-nonmember-probability": ("lab/attacks/clid.py", "predict_proba(features.double().numpy())[:, 1]", "predict_proba(features.double().numpy())[:, 0]"),
+    "clid-th-last-best-alpha": ("lab/attacks/clid_learned.py", "ALPHAS[int(np.argmax(aucs))]", "ALPHAS[len(aucs) - 1 - int(np.argmax(aucs[::-1]))]"),
+    "clid-vec-nonmember-probability": ("lab/attacks/clid_learned.py", "predict_proba(features.double().numpy())[:, 1]", "predict_proba(features.double().numpy())[:, 0]"),
     "learned-test-refit": (
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",

@@ -5,7 +5,8 @@ import re
 from lab.attacks.base import Attack, LearnedAttack
 from lab.attacks.blackbox import BlackBox
 from lab.attacks.blind import Blind
-from lab.attacks.clid import CLiD, CLiDTh, CLiDVec
+from lab.attacks.clid import CLiD
+from lab.attacks.clid_learned import CLiDTh, CLiDVec
 from lab.attacks.gradient_norm import GradientNorm
 from lab.attacks.graybox import GrayBox
 from lab.attacks.gsa import GSA1, GSA2
