@@ -460,3 +460,33 @@ def test_clid_runs_under_the_empty_prompt_alone_and_lora_needs_a_pretrained_unet
     with pytest.raises(SystemExit):
         fit_main(["--config", str(T2I_CONFIG), "--trainer.default_root_dir", str(tmp_path / "ft"), "--model.init_args.lora", "{rank: 2}"])
     assert "lab.fit: error: model.lora adapts a pretrained UNet" in capsys.readouterr().err
+
+
+def test_a_pixel_ddpm_fine_tunes_fully_from_a_pipeline_folder_and_refuses_lora(tiny_run, tmp_path, capsys):
+    from diffusers import UNet2DModel
+
+    from lab.fit import main as fit_main
+
+    run, _ = tiny_run
+    base = run / "epoch_0001"
+    fit_main(["--config", str(ROOT / "configs" / "ddpm_tiny.yaml"), "--trainer.default_root_dir", str(tmp_path / "ft"),
+              "--trainer.max_epochs", "1", "--model.init_args.pretrained", str(base)])
+    before = UNet2DModel.from_pretrained(base / "unet", local_files_only=True)
+    after = UNet2DModel.from_pretrained(tmp_path / "ft" / "epoch_0001" / "unet", local_files_only=True)
+    assert before.config.block_out_channels == after.config.block_out_channels
+    assert sum((a - b).abs().sum() for a, b in zip(after.parameters(), before.parameters())) > 0  # trained from the pretrained weights
+    with pytest.raises(SystemExit):
+        fit_main(["--config", str(ROOT / "configs" / "ddpm_tiny.yaml"), "--trainer.default_root_dir", str(tmp_path / "ft2"),
+                  "--model.init_args.pretrained", str(base), "--model.init_args.lora", "{rank: 2}"])
+    assert "lab.fit: error: model.lora: diffusers' UNet2DModel takes no adapters" in capsys.readouterr().err
+    assert not (tmp_path / "ft2").exists()
+
+
+def test_sample_grids_of_a_text_to_image_target_carry_their_prompts(t2i_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = t2i_run
+    events = EventAccumulator(str(next((run / "tensorboard").rglob("events.out.tfevents.*")).parent), size_guidance={"tensors": 0}).Reload()
+    assert "samples/prompts/text_summary" in events.Tags()["tensors"]
+    text = events.Tensors("samples/prompts/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "1. " in text and "digit" in text

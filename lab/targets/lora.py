@@ -34,6 +34,9 @@ class LoRA:
         """Freeze `unet` and add trainable adapters (B = 0 at the start: the model is unchanged)."""
         from peft import LoraConfig
 
+        if not hasattr(unet, "add_adapter"):
+            raise LabError(f"model.lora: diffusers' {type(unet).__name__} takes no adapters (LoRA works on the UNet2DConditionModel "
+                           "of text-to-image targets); fine-tune it fully instead (model.pretrained without lora)")
         check_number("lora.rank", self.rank, minimum=1, integer=True)
         check_number("lora.alpha", self.alpha, above=0)
         unet.requires_grad_(False)
