@@ -84,7 +84,7 @@ def run(
     from lab.locks import folder_lock
     from lab.report import metrics_table, write_csv_atomic, write_report
     from lab.scoring import PARTIAL_DIR, check_conditions, check_trainer_kwargs, conditioned, score_target
-    from lab.targets.load import load_pipeline, load_target, target_folders
+    from lab.targets.load import load_target, read_meta, target_folders
 
     folders = target_folders(target)
     built = make_attacks(sweep_timesteps(attacks, sweep))
@@ -97,7 +97,7 @@ def run(
         raise LabError("give either --split FILE or --members/--nonmembers DIRS, not both")
     by_folders = bool(members or nonmembers)
     targets = None if by_folders else [load_target(f, split) for f in folders]  # all checked before anything is written
-    if by_folders and (bound := [f for f in folders if load_pipeline(f).split_bound]):
+    if by_folders and (bound := [f for f in folders if read_meta(f).get("split_fingerprint") is not None]):
         raise LabError(f"{bound[0]} records the split it was trained on (target.json): attack it with its split.json, "
                        "not --members/--nonmembers")
     with folder_lock(out_dir, "lab.attack"):  # one writer per output folder, found unusable before any scoring

@@ -277,15 +277,12 @@ class PixelDDPM(pl.LightningModule):
 
 def check_pretrained(path: str, kinds: tuple[str, ...]) -> None:
     """A LabError unless `path` is a local diffusers pipeline folder of one of `kinds`."""
-    import json
+    from lab.targets.load import pipeline_index
 
-    index = Path(path) / "model_index.json"
-    if not index.is_file():
-        raise LabError(f"model.pretrained: {path} is no diffusers pipeline folder (no model_index.json)")
     try:
-        kind = json.loads(index.read_text()).get("_class_name")
-    except (ValueError, AttributeError) as e:
-        raise LabError(f"model.pretrained: {index} is not valid JSON: {e}") from None
+        kind = pipeline_index(path).get("_class_name")
+    except LabError as e:
+        raise LabError(f"model.pretrained: {e}") from None
     if kind not in kinds:
         raise LabError(f"model.pretrained: {path} holds a {kind}; this target fine-tunes a {' or '.join(kinds)}")
 

@@ -107,22 +107,48 @@ def target_folders(path: str | Path) -> list[Path]:
     return found
 
 
-def load_pipeline(path: str | Path) -> Target:
-    """The target in a diffusers pipeline folder, checked, without a split."""
+def pipeline_index(path: str | Path) -> dict:
+    """A pipeline folder's model_index.json, checked: a JSON object naming its class (`_class_name`) and
+    components from diffusers / transformers only (nothing else is imported)."""
     path = Path(path)
     if not is_pipeline_folder(path):
         raise LabError(f"{path} is no diffusers pipeline folder (no model_index.json)")
     try:
         index = json.loads((path / "model_index.json").read_text())
-    except ValueError as e:
+    except (ValueError, UnicodeDecodeError) as e:
         raise LabError(f"{path / 'model_index.json'} is not valid JSON: {e}") from None
-    kind = index.get("_class_name") if isinstance(index, dict) else None
-    if not isinstance(kind, str) or kind not in PIPELINES:
-        raise LabError(f"{path} holds a {kind}; supported pipelines: {', '.join(PIPELINES)}")
-    for name, value in index.items():  # components come from these libraries only: nothing else is imported
+    if not isinstance(index, dict):
+        raise LabError(f"{path / 'model_index.json'} is not a JSON object")
+    for name, value in index.items():
         if not name.startswith("_") and isinstance(value, list) and value and value[0] not in COMPONENT_LIBRARIES:
             raise LabError(f"{path / 'model_index.json'}: component {name!r} comes from {value[0]!r}; "
                            f"a target's components come from {', '.join(str(x) for x in COMPONENT_LIBRARIES if x)}")
+    return index
+
+
+def read_meta(path: str | Path) -> dict:
+    """A target folder's target.json (empty when absent), checked field by field."""
+    meta_path = Path(path) / "target.json"
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LabError(f"{meta_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise LabError(f"{meta_path} is not a JSON object")
+    if meta.get("epoch") is not None and (not isinstance(meta["epoch"], int) or isinstance(meta["epoch"], bool) or meta["epoch"] < 0):
+        raise LabError(f"{meta_path}: epoch must be a non-negative integer, got {meta['epoch']!r}")
+    if not isinstance(meta.get("split_fingerprint", ""), str):
+        raise LabError(f"{meta_path}: split_fingerprint must be a string")
+    return meta
+
+
+def load_pipeline(path: str | Path) -> Target:
+    """The target in a diffusers pipeline folder, checked, without a split."""
+    path = Path(path)
+    index = pipeline_index(path)
+    kind = index.get("_class_name")
+    if not isinstance(kind, str) or kind not in PIPELINES:
+        raise LabError(f"{path} holds a {kind}; supported pipelines: {', '.join(PIPELINES)}")
     from lab.console import quiet_transformers
 
     quiet_transformers()  # "Loading weights" bars of a text encoder
@@ -139,17 +165,7 @@ def load_pipeline(path: str | Path) -> Target:
         raise LabError(f"cannot load the diffusers pipeline in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         diffusers_logging.set_verbosity(verbosity)
-    meta_path = path / "target.json"
-    try:
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LabError(f"{meta_path} is not valid JSON: {e}") from None
-    if not isinstance(meta, dict):
-        raise LabError(f"{meta_path} is not a JSON object")
-    if meta.get("epoch") is not None and (not isinstance(meta["epoch"], int) or isinstance(meta["epoch"], bool) or meta["epoch"] < 0):
-        raise LabError(f"{meta_path}: epoch must be a non-negative integer, got {meta['epoch']!r}")
-    if not isinstance(meta.get("split_fingerprint", ""), str):
-        raise LabError(f"{meta_path}: split_fingerprint must be a string")
+    meta = read_meta(path)
     return target_from_pipeline(pipe, path, meta)
 
 
