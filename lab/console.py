@@ -3,8 +3,9 @@
 Lightning prints "GPU available / TPU available", a logger tip and "Seed set to" for every
 Trainer (one per attack and export, from Python and notebooks too), "LOCAL_RANK: 0 -
 CUDA_VISIBLE_DEVICES" on a GPU, and warnings that do not apply to the lab's in-memory tensor data
-("does not have many workers") or to a CPU run chosen on a GPU machine ("GPU available but not
-used"). They go to WARNING here; set `logging.getLogger("lightning.pytorch").setLevel(logging.INFO)`
+("does not have many workers"), to a CPU run chosen on a GPU machine ("GPU available but not
+used") or to a fit with fewer batches per epoch than its logging interval (the epoch's loss is
+logged anyway). They go to WARNING here; set `logging.getLogger("lightning.pytorch").setLevel(logging.INFO)`
 after importing lab to see the banners.
 """
 
@@ -14,7 +15,9 @@ import logging
 
 BANNERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
            "lightning.pytorch.accelerators.cuda")
-NOT_APPLICABLE = (".*does not have many workers.*", "GPU available but not used.*")
+NOT_APPLICABLE = (".*does not have many workers.*", "GPU available but not used.*",
+                  # a fit of few batches per epoch: the lab logs the epoch's loss anyway (on_epoch), and step logs span epochs
+                  ".*is smaller than the logging interval.*")
 
 
 def quiet_lightning() -> None:

@@ -70,6 +70,20 @@ def test_print_config_and_module_entry_point(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_fit_outside_a_terminal_prints_progress_lines_and_no_library_chatter(tmp_path):
+    """Two batches per epoch and a logging interval of 50 steps: Lightning's hint about it, its
+    banners and tips are not printed; the fit's progress lines are."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "lab.fit", "--config", str(TINY_CONFIG), "--trainer.max_epochs", "1",
+         "--trainer.log_every_n_steps", "50", "--trainer.default_root_dir", str(tmp_path / "run")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    )
+    chatter = ("logging interval", "GPU available", "TPU available", "Tip:", "LeafSpec", "Warning")
+    assert not [line for line in (run.stdout + run.stderr).splitlines() if any(c in line for c in chatter)]
+    assert "[run] epoch 1/1: loss " in run.stdout
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
