@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +11,13 @@ from matplotlib.figure import Figure  # no pyplot: no global backend, so noteboo
 from sklearn.metrics import roc_curve
 
 from lab import metrics
+from lab.data.split import write_atomic
 
 GROUP = ["attack", "target", "epoch"]
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, df.to_csv(index=False).encode())
 
 
 def metrics_table(scores: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> pd.DataFrame:

@@ -25,6 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lab import metrics
+from lab.data.split import write_atomic
 from lab.report import roc_figure, write_csv_atomic
 
 KEYS = ["arm", "attack", "epoch"]
@@ -146,7 +147,7 @@ def write(per_seed: pd.DataFrame, scores: dict, out: Path, settings: dict, runs:
     table = aggregate(per_seed).sort_values(KEYS, kind="stable")
     write_csv_atomic(table, out / "table.csv")
     power = power_rows(table)
-    (out / "table.md").write_text(markdown_table(table.rename(columns=TABLE_COLUMNS)) + "\n" + markdown_table(pd.DataFrame(power)))
+    write_atomic(out / "table.md", (markdown_table(table.rename(columns=TABLE_COLUMNS)) + "\n" + markdown_table(pd.DataFrame(power))).encode())
     figures = {}
     for metric, name, chance in (("auc", "auc_vs_epochs", 0.5), ("tpr@0.01fpr", "tpr_vs_epochs", 0.01)):
         figures[name] = epochs_figure(table, metric, chance)
@@ -163,11 +164,11 @@ def write(per_seed: pd.DataFrame, scores: dict, out: Path, settings: dict, runs:
     figures["power"], power_curve = power_figure(scores, table)
     images = {}
     for name, fig in figures.items():
-        fig.savefig(out / f"{name}.png", dpi=110)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
+        fig.savefig(buf, format="png", dpi=110)  # rendered once: the file and the page's embedded copy
+        write_atomic(out / f"{name}.png", buf.getvalue())
         images[name] = base64.b64encode(buf.getvalue()).decode()
-    (out / "index.html").write_text(page(table, per_seed, power, power_curve, images, settings, runs))
+    write_atomic(out / "index.html", page(table, per_seed, power, power_curve, images, settings, runs).encode())
     return table
 
 

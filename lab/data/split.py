@@ -148,13 +148,22 @@ class MembershipSplit:
             )
 
 
-def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file renamed into place: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+    write_atomic(path, json.dumps(obj, indent=1).encode())
 
 
 def content_hash(ids: list[str], images: list[np.ndarray], captions: list[str] | None = None) -> str:
