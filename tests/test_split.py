@@ -85,3 +85,19 @@ def test_dataset_shift_draws_nonmembers_from_another_source():
     assert len(dm.dataset(role="member")) == 8
     x, row = dm.dataset(role="nonmember", eval_split="test")[0]
     assert x.shape == (1, 16, 16) and dm.split.roles[row] == "nonmember"
+
+
+def test_atomic_writes_get_a_plain_files_permissions_and_leave_nothing_behind_on_failure(tmp_path):
+    import os
+    import stat
+
+    from lab.data.split import write_atomic
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_atomic(tmp_path / "sub" / "index.html", b"<html></html>")
+    assert (tmp_path / "sub" / "index.html").read_bytes() == b"<html></html>"
+    assert stat.S_IMODE((tmp_path / "sub" / "index.html").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+    with pytest.raises(TypeError):
+        write_atomic(tmp_path / "sub" / "table.md", "text, not bytes")
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["index.html"]

@@ -148,12 +148,20 @@ class MembershipSplit:
             )
 
 
+_UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
+os.umask(_UMASK)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file renamed into place: never a half-written file."""
+    """Write `data` to `path` through a temporary file renamed into place: never a half-written file.
+    The file gets the permissions a plain write would (0666 less the umask), not mkstemp's 0600, so
+    a report shared on a group-readable folder stays readable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
