@@ -1,7 +1,6 @@
 """lab: train diffusion targets on known member sets and attack them with membership inference."""
 
 import warnings
-
 from importlib import metadata
 
 from lab.errors import LabError

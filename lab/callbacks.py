@@ -124,7 +124,9 @@ class SampleGrid(pl.Callback):
         writer.add_images("samples", torch.from_numpy(images), global_step=epoch, dataformats="NHWC")
         if hasattr(pl_module, "sample_prompts"):  # text-to-image: the prompts of the grid, in order
             prompts = pl_module.sample_prompts(self.num_images)
-            writer.add_text("samples/prompts", "\n".join(f"{i}. {p}" for i, p in enumerate(prompts, 1)), global_step=epoch)
+            writer.add_text(
+                "samples/prompts", "\n".join(f"{i}. {p}" for i, p in enumerate(prompts, 1)), global_step=epoch
+            )
 
 
 class MembershipAUC(pl.Callback):

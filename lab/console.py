@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import logging
 
-BANNERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
-           "lightning.pytorch.accelerators.cuda")
-NOT_APPLICABLE = (".*does not have many workers.*", "GPU available but not used.*",
-                  # a fit of few batches per epoch: the lab logs the epoch's loss anyway (on_epoch), and step logs span epochs
-                  ".*is smaller than the logging interval.*")
+BANNERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+)
+NOT_APPLICABLE = (
+    ".*does not have many workers.*",
+    "GPU available but not used.*",
+    # a fit of few batches per epoch: the lab logs the epoch's loss anyway (on_epoch), and step logs span epochs
+    ".*is smaller than the logging interval.*",
+)
 
 
 def quiet_lightning() -> None:

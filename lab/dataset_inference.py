@@ -71,14 +71,19 @@ def cdi_test(owner: np.ndarray, heldout: np.ndarray, seed: int = 0) -> Inference
     return InferenceResult(p, t, s_owner, s_heldout)
 
 
-def examples_needed(owner: np.ndarray, heldout: np.ndarray, alpha: float, repeats: int = 20, seed: int = 0) -> int | None:
+def examples_needed(
+    owner: np.ndarray, heldout: np.ndarray, alpha: float, repeats: int = 20, seed: int = 0
+) -> int | None:
     """The smallest owner-set size (on a doubling grid up to all of them) whose median p-value over
     `repeats` random subsets is below alpha; None if even all of them are not enough."""
     n = len(owner)
     sizes = sorted({s for s in (2 ** np.arange(3, 20)).tolist() if s < n} | {n})
     rng = np.random.default_rng(seed)
     for size in sizes:
-        ps = [cdi_test(owner[rng.choice(n, size, replace=False)], heldout, seed=int(rng.integers(2**31))).p_value for _ in range(repeats)]
+        ps = [
+            cdi_test(owner[rng.choice(n, size, replace=False)], heldout, seed=int(rng.integers(2**31))).p_value
+            for _ in range(repeats)
+        ]
         if float(np.median(ps)) < alpha:
             return size
     return None
@@ -111,8 +116,14 @@ class Simulation:
 
 
 def simulate(
-    features: np.ndarray, is_member: np.ndarray, owner_from: str, owner_size: int, heldout_size: int,
-    repeats: int = 100, alpha: float = 0.05, seed: int = 0,
+    features: np.ndarray,
+    is_member: np.ndarray,
+    owner_from: str,
+    owner_size: int,
+    heldout_size: int,
+    repeats: int = 100,
+    alpha: float = 0.05,
+    seed: int = 0,
 ) -> Simulation:
     """Validate the test on a target whose membership is known: `repeats` owner sets of `owner_size`
     drawn from its members (power) or non-members (false-positive rate), each against `heldout_size`
@@ -133,7 +144,9 @@ def simulate(
 def check_attacks(attacks: dict) -> None:
     """A LabError for attacks whose score is a classifier fit on labelled members: the owner has no labels."""
     if learned := [k for k, a in attacks.items() if a.learned]:
-        raise LabError(f"dataset inference takes attacks whose score needs no labelled members; not {', '.join(learned)}")
+        raise LabError(
+            f"dataset inference takes attacks whose score needs no labelled members; not {', '.join(learned)}"
+        )
 
 
 def score_features(target, attacks: dict, batch_size: int = 64, trainer_kwargs: dict | None = None):
@@ -148,7 +161,9 @@ def score_features(target, attacks: dict, batch_size: int = 64, trainer_kwargs: 
     return list(wide.index), is_member, wide.to_numpy(dtype=np.float64)
 
 
-def simulation_sizes(members: int, nonmembers: int, owner_from: str, owner_size: int | None, heldout_size: int | None) -> tuple[int, int]:
+def simulation_sizes(
+    members: int, nonmembers: int, owner_from: str, owner_size: int | None, heldout_size: int | None
+) -> tuple[int, int]:
     """Owner and held-out set sizes for `simulate` (defaults: all members against twice as many
     non-members; or a third of the non-members against the rest), checked against the split."""
     if owner_size is None:
@@ -164,11 +179,15 @@ def check_sizes(members: int, nonmembers: int, owner_from: str, owner_size: int,
         raise LabError(f"owner sets are drawn from members or nonmembers, got {owner_from!r}")
     for name, v in (("owner set", owner_size), ("held-out set", heldout_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 2 * MIN_TEST:
-            raise LabError(f"the {name} needs at least {2 * MIN_TEST} examples (half are held back for the test), got {v!r}")
+            raise LabError(
+                f"the {name} needs at least {2 * MIN_TEST} examples (half are held back for the test), got {v!r}"
+            )
     pool = members if owner_from == "members" else nonmembers
     if owner_size > pool or heldout_size + (owner_size if owner_from == "nonmembers" else 0) > nonmembers:
-        raise LabError(f"the split has {members} members and {nonmembers} non-members: too few for owner sets of "
-                       f"{owner_size} from {owner_from} and {heldout_size} held-out non-members")
+        raise LabError(
+            f"the split has {members} members and {nonmembers} non-members: too few for owner sets of "
+            f"{owner_size} from {owner_from} and {heldout_size} held-out non-members"
+        )
 
 
 def _features(x: np.ndarray, what: str) -> np.ndarray:
@@ -176,7 +195,10 @@ def _features(x: np.ndarray, what: str) -> np.ndarray:
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or len(x) < 2 * MIN_TEST:
-        raise LabError(f"dataset inference needs at least {2 * MIN_TEST} {what} examples (half are held back for the test), got {len(x)}")
+        raise LabError(
+            f"dataset inference needs at least {2 * MIN_TEST} {what} examples "
+            f"(half are held back for the test), got {len(x)}"
+        )
     if not np.isfinite(x).all():
         raise LabError(f"the {what} examples have NaN or infinite attack scores")
     return x
@@ -184,4 +206,4 @@ def _features(x: np.ndarray, what: str) -> np.ndarray:
 
 def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(n)
-    return order[: n // 2], order[n // 2:]
+    return order[: n // 2], order[n // 2 :]

@@ -43,7 +43,8 @@ def exit_on_lab_error(prog: str):
 class ShortErrors:
     """A mixin for jsonargparse parsers: a bad option or value is one line, not the whole usage.
 
-        lab.fit: error: unrecognized arguments: --data.memberz 3 (did you mean --data.members?); see --help or --print_config
+    lab.fit: error: unrecognized arguments: --data.memberz 3 (did you mean --data.members?);
+    see --help or --print_config
     """
 
     short_prog = "lab"
@@ -66,13 +67,19 @@ class ShortErrors:
         sys.exit(2)
 
 
-def check_number(name: str, value, *, minimum=None, above=None, maximum=None, below=None, integer: bool = False) -> None:
+def check_number(
+    name: str, value, *, minimum=None, above=None, maximum=None, below=None, integer: bool = False
+) -> None:
     """A LabError unless `value` is a number (an integer if asked) within the given bounds."""
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if not ok_type or isinstance(value, bool) or value != value:  # value != value: NaN
         raise LabError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    bounds = [(minimum, lambda v, b: v >= b, ">="), (above, lambda v, b: v > b, ">"),
-              (maximum, lambda v, b: v <= b, "<="), (below, lambda v, b: v < b, "<")]
+    bounds = [
+        (minimum, lambda v, b: v >= b, ">="),
+        (above, lambda v, b: v > b, ">"),
+        (maximum, lambda v, b: v <= b, "<="),
+        (below, lambda v, b: v < b, "<"),
+    ]
     failed = [f"{op} {b}" for b, test, op in bounds if b is not None and not test(value, b)]
     if failed:
         wanted = " and ".join(f"{op} {b}" for b, _, op in bounds if b is not None)

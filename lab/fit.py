@@ -15,13 +15,12 @@ import warnings
 from pathlib import Path
 
 import torch
-
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lab.data import MembershipDataModule
 from lab.console import quiet_lightning
+from lab.data import MembershipDataModule
 from lab.errors import Interrupted, LabError, ShortErrors, exit_on_lab_error
 from lab.locks import folder_lock
 from lab.targets import PixelDDPM
@@ -55,8 +54,10 @@ class FitCLI(LightningCLI):
         live = any(getattr(c, "class_path", "").endswith("MembershipAUC") for c in callbacks)
         logger = trainer.get("logger")
         if live and logger in (None, True):  # Lightning's default logger, made explicit to register the MIA metrics
-            logger = trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                                                   init_args=Namespace(save_dir=root, name="lightning_logs"))
+            logger = trainer["logger"] = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=root, name="lightning_logs"),
+            )
         for spec in logger if isinstance(logger, list) else [logger]:
             if getattr(spec, "class_path", "").endswith("TensorBoardLogger"):
                 spec.init_args.save_dir = root
@@ -66,16 +67,27 @@ class FitCLI(LightningCLI):
         if not sys.stdout.isatty() and trainer.get("enable_progress_bar") is not False:
             # not a terminal (a log file, CI, SLURM): a line every few epochs instead of a bar redrawn per step
             trainer["enable_progress_bar"] = False
-            callbacks = [*callbacks, Namespace(class_path="lab.callbacks.ProgressLines", init_args=Namespace(lines=20))]
+            callbacks = [
+                *callbacks,
+                Namespace(class_path="lab.callbacks.ProgressLines", init_args=Namespace(lines=20)),
+            ]
             trainer["callbacks"] = callbacks
         checkpoints = [c for c in callbacks if getattr(c, "class_path", "").endswith("ModelCheckpoint")]
         for spec in checkpoints:
             spec.init_args.dirpath = str(Path(root) / CHECKPOINT_DIR)
         if not checkpoints and trainer.get("enable_checkpointing") is not False:
-            trainer["callbacks"] = [*callbacks, Namespace(
-                class_path="lightning.pytorch.callbacks.ModelCheckpoint",
-                init_args=Namespace(dirpath=str(Path(root) / CHECKPOINT_DIR), filename="last", save_top_k=1, enable_version_counter=False),
-            )]
+            trainer["callbacks"] = [
+                *callbacks,
+                Namespace(
+                    class_path="lightning.pytorch.callbacks.ModelCheckpoint",
+                    init_args=Namespace(
+                        dirpath=str(Path(root) / CHECKPOINT_DIR),
+                        filename="last",
+                        save_top_k=1,
+                        enable_version_counter=False,
+                    ),
+                ),
+            ]
 
     def _run_subcommand(self, subcommand: str) -> None:
         """One writer per run folder; SIGTERM (a preempted job) is an error that says how to resume."""
@@ -86,8 +98,12 @@ class FitCLI(LightningCLI):
             except SIGTERMException:
                 epoch = self.trainer.current_epoch
                 last = root / CHECKPOINT_DIR / "last.ckpt"
-                resume = (f"{last} holds the last complete epoch: rerun the same command to resume (lab.fit: with --ckpt_path last)"
-                          if last.is_file() else "no epoch had finished")
+                resume = (
+                    f"{last} holds the last complete epoch: rerun the same command to resume "
+                    "(lab.fit: with --ckpt_path last)"
+                    if last.is_file()
+                    else "no epoch had finished"
+                )
                 raise Interrupted(f"stopped by SIGTERM during epoch {epoch + 1}; {resume}") from None
 
     def _parse_ckpt_path(self) -> None:
@@ -102,7 +118,11 @@ class FitCLI(LightningCLI):
         """Check the checkpoint to resume from against the model before Lightning loads it."""
         ckpt = self.config.fit.get("ckpt_path")
         if ckpt == "last":
-            found = [Path(cb.dirpath) / "last.ckpt" for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+            found = [
+                Path(cb.dirpath) / "last.ckpt"
+                for cb in self.trainer.checkpoint_callbacks
+                if getattr(cb, "dirpath", None)
+            ]
             ckpt = next((str(p) for p in found if p.is_file()), None)
         if ckpt and ckpt not in ("best", "hpc", "registry"):
             check_architecture(read_checkpoint(ckpt), self.model, ckpt)
@@ -120,7 +140,9 @@ def read_checkpoint(path: str) -> dict:
         reason = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "not plain data")
         raise LabError(f"refused to load {path}: it holds more than tensors and plain data ({reason})") from None
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for damaged files
-        raise LabError(f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}") from None
+        raise LabError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}"
+        ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise LabError(f"{path} is no Lightning checkpoint (no state_dict)")
     return checkpoint
@@ -147,7 +169,9 @@ def check_hyperparameters(checkpoint: dict, model, path: str) -> None:
     differ = sorted(k for k in set(saved) & set(given) if not k.startswith("_") and _plain(saved[k]) != given[k])
     if differ:
         detail = "; ".join(f"{k}: checkpoint {_plain(saved[k])!r}, config {given[k]!r}" for k in differ[:3])
-        raise LabError(f"{path} was trained with other model settings than the config's ({detail}): make them match to resume")
+        raise LabError(
+            f"{path} was trained with other model settings than the config's ({detail}): make them match to resume"
+        )
 
 
 def check_architecture(checkpoint: dict, model: torch.nn.Module, path: str) -> None:
@@ -163,7 +187,9 @@ def check_architecture(checkpoint: dict, model: torch.nn.Module, path: str) -> N
         )
 
 
-def fit_references(split: str | Path, config: str | Path, k: int, out: str | Path, seed: int = 0, overrides: list[str] = ()) -> list[Path]:
+def fit_references(
+    split: str | Path, config: str | Path, k: int, out: str | Path, seed: int = 0, overrides: list[str] = ()
+) -> list[Path]:
     """Fit K LiRA reference targets (`out/ref_NN/`) with this CLI and the target's fit config, on
     `lab.attacks.lira.reference_splits` of the target's split: each of the target's member count."""
     from lab.attacks.lira import reference_splits
@@ -176,8 +202,19 @@ def fit_references(split: str | Path, config: str | Path, k: int, out: str | Pat
         run = Path(out) / f"ref_{j:02d}"
         run.mkdir(parents=True, exist_ok=True)
         ref.save(run / "reference_split.json")
-        main(["--config", str(config), "--trainer.default_root_dir", str(run), "--seed_everything", str(seed + j + 1),
-              "--data.split_file", str(run / "reference_split.json"), *overrides])
+        main(
+            [
+                "--config",
+                str(config),
+                "--trainer.default_root_dir",
+                str(run),
+                "--seed_everything",
+                str(seed + j + 1),
+                "--data.split_file",
+                str(run / "reference_split.json"),
+                *overrides,
+            ]
+        )
         runs.append(run)
     return runs
 
@@ -210,7 +247,6 @@ def main(args: list[str] | None = None) -> FitCLI:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-
 
 
 def cli() -> None:

@@ -28,7 +28,9 @@ class ShardWriter(BasePredictionWriter):
         self.directory = trainer.strategy.broadcast(self.directory)
         self.outputs = []
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self.outputs.append(prediction)
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:

@@ -32,7 +32,10 @@ def folder_lock(folder: str | Path, what: str):
         lock = FileLock(str(folder / LOCK_FILE), timeout=0, is_singleton=False)
         lock.acquire()
     except Timeout:
-        raise LabError(f"another {what} is writing into {folder} (it holds {folder / LOCK_FILE}): wait for it, or use another folder") from None
+        raise LabError(
+            f"another {what} is writing into {folder} (it holds {folder / LOCK_FILE}): "
+            "wait for it, or use another folder"
+        ) from None
     except OSError as e:
         raise LabError(f"cannot write into {folder}: {e.strerror or e}") from None
     try:

@@ -29,7 +29,9 @@ def metrics_table(scores: pd.DataFrame, bootstrap: int = 200, seed: int = 0) -> 
         row = dict(zip(GROUP, key))
         row.update(n_members=int(m.sum()), n_nonmembers=int((~m).sum()))
         row.update(metrics.summary(s, m))
-        row["auc_lo"], row["auc_hi"] = metrics.bootstrap_ci(s, m, metrics.auc, bootstrap, seed=seed)  # AUC alone: 2x faster than summary()
+        row["auc_lo"], row["auc_hi"] = metrics.bootstrap_ci(
+            s, m, metrics.auc, bootstrap, seed=seed
+        )  # AUC alone: 2x faster than summary()
         row["tpr@0.01fpr_lo"], row["tpr@0.01fpr_hi"] = metrics.bootstrap_ci(
             s, m, lambda a, b: metrics.tpr_at_fpr(a, b, 0.01), bootstrap, seed=seed
         )
@@ -63,7 +65,15 @@ def roc_figure(scores: pd.DataFrame, title: str, ax=None):
     floor = 1 / max(2, (scores[scores.split == "test"].role == "nonmember").sum())
     ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
     # limits a little past 1, so that a perfect curve (TPR 1 at every FPR) is not hidden on the frame
-    ax.set(xscale="log", yscale="log", xlim=(floor, 1.1), ylim=(floor, 1.1), xlabel="FPR (test)", ylabel="TPR (test)", title=title)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(floor, 1.1),
+        ylim=(floor, 1.1),
+        xlabel="FPR (test)",
+        ylabel="TPR (test)",
+        title=title,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -106,7 +116,14 @@ def sweep_figure(table: pd.DataFrame, title: str):
     ax_auc.set(xlabel="timestep t", ylabel="test AUC (95% bootstrap band)", ylim=(0, 1), title=title)
     ax_tpr.set(xlabel="timestep t", ylabel="test TPR at 1% FPR", ylim=(0, 1), title="TPR@1%FPR")
     if rows["tpr@0.01fpr"].isna().all():
-        ax_tpr.text(0.5, 0.5, "not measurable:\nfewer than 100 test non-members", ha="center", va="center", transform=ax_tpr.transAxes)
+        ax_tpr.text(
+            0.5,
+            0.5,
+            "not measurable:\nfewer than 100 test non-members",
+            ha="center",
+            va="center",
+            transform=ax_tpr.transAxes,
+        )
     ax_auc.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -134,7 +151,14 @@ def write_report(scores: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
             writer.add_pr_curve(f"{attack}/pr", (test.role == "member").to_numpy(), ranks, global_step=step)
     for _, row in table.iterrows():
         step = int(row.epoch) if pd.notna(row.epoch) else 0
-        for k in ("auc", "tpr@0.01fpr", "tpr@0.001fpr", "best_acc", "two_stage@0.01_test_tpr", "two_stage@0.01_test_fpr"):
+        for k in (
+            "auc",
+            "tpr@0.01fpr",
+            "tpr@0.001fpr",
+            "best_acc",
+            "two_stage@0.01_test_tpr",
+            "two_stage@0.01_test_fpr",
+        ):
             if pd.notna(row[k]):
                 writer.add_scalar(f"{row.attack}/{k}", row[k], global_step=step)
     writer.close()

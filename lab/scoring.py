@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from contextlib import contextmanager
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -24,16 +24,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from lab.attacks import Attack
 from lab.attacks.base import DenoiserCache
+from lab.console import Progress, quiet_lightning
 from lab.data import MembershipDataModule
 from lab.data.split import write_json_atomic
-from lab.console import Progress, quiet_lightning
 from lab.errors import LabError
 from lab.gather import ShardWriter, merge_shards
 from lab.report import write_csv_atomic
 from lab.targets.load import Target
 
 
-def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[np.ndarray, torch.Tensor, float, float, float, float] | None:
+def predict(
+    attack: Attack, loader: DataLoader, trainer_kwargs: dict
+) -> tuple[np.ndarray, torch.Tensor, float, float, float, float] | None:
     """Rows, values, denoiser calls, backward passes and reused calls per example, and examples/s of one attack.
 
     Under DDP (`trainer_kwargs` with a `ddp`/`ddp_spawn` strategy) every rank scores its shard and
@@ -43,8 +45,15 @@ def predict(attack: Attack, loader: DataLoader, trainer_kwargs: dict) -> tuple[n
     shards = tempfile.mkdtemp(prefix="lab_predict_")
     writer = ShardWriter(shards)
     trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_model_summary=False, inference_mode=not attack.needs_grad, callbacks=[writer],
-        **{"enable_progress_bar": sys.stderr.isatty(), **trainer_kwargs},  # Lightning's bar on a terminal; lines (above) in a log
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        inference_mode=not attack.needs_grad,
+        callbacks=[writer],
+        **{
+            "enable_progress_bar": sys.stderr.isatty(),
+            **trainer_kwargs,
+        },  # Lightning's bar on a terminal; lines (above) in a log
     )
     try:
         start = time.perf_counter()
@@ -75,8 +84,14 @@ def target_state(target: Target) -> str:
 
 
 def score_target(
-    target: Target, attacks: dict[str, Attack], batch_size: int = 64, trainer_kwargs: dict | None = None, partial: Path | None = None,
-    dataset: Dataset | None = None, progress: Progress | None = None, conditions: tuple[str, ...] = ("caption",),
+    target: Target,
+    attacks: dict[str, Attack],
+    batch_size: int = 64,
+    trainer_kwargs: dict | None = None,
+    partial: Path | None = None,
+    dataset: Dataset | None = None,
+    progress: Progress | None = None,
+    conditions: tuple[str, ...] = ("caption",),
     compile: bool = False,
 ) -> pd.DataFrame:
     """The scores table of every attack on one target: one row per (attack, example).
@@ -99,15 +114,22 @@ def score_target(
             attack.bind(target, condition)
             if compiled is not None and not attack.needs_grad and attack.unet is target.unet:
                 attack.unet = compiled  # the same weights (a wrapper), so shared calls and scores stay comparable
-            stamp = {"target": state, "split": target.split.fingerprint(), "attack": key,
-                     "settings": json.dumps(attack.settings(), sort_keys=True, default=str)}
+            stamp = {
+                "target": state,
+                "split": target.split.fingerprint(),
+                "attack": key,
+                "settings": json.dumps(attack.settings(), sort_keys=True, default=str),
+            }
             kept = partial / f"{target.path.name}__{key.replace('/', '-')}.csv" if state is not None else None
             if kept is not None and kept.is_file() and kept.with_suffix(".json").is_file():
                 try:
                     if json.loads(kept.with_suffix(".json").read_text()) == stamp:
                         frames.append(pd.read_csv(kept, float_precision="round_trip"))
-                        print(f"lab.attack: {key} on {target.path.name}: kept from an earlier run"
-                              + (f" ({progress.step()})" if progress else ""), flush=True)
+                        print(
+                            f"lab.attack: {key} on {target.path.name}: kept from an earlier run"
+                            + (f" ({progress.step()})" if progress else ""),
+                            flush=True,
+                        )
                         continue
                 except (ValueError, OSError, pd.errors.ParserError):
                     pass  # damaged: score again
@@ -116,14 +138,19 @@ def score_target(
                 continue
             rows, values, calls, grads, reused, speed = result
             shared = f" ({reused:g} reused from earlier attacks)" if reused else ""
-            print(f"lab.attack: {key} on {name}: {len(rows)} examples, {calls:g} denoiser calls each{shared}, "
-                  f"{len(rows) / speed:.1f} s" + (f" ({progress.step()})" if progress else ""), flush=True)
+            print(
+                f"lab.attack: {key} on {name}: {len(rows)} examples, {calls:g} denoiser calls each{shared}, "
+                f"{len(rows) / speed:.1f} s" + (f" ({progress.step()})" if progress else ""),
+                flush=True,
+            )
             if sorted(rows.tolist()) != list(range(len(target.split.ids))):
                 raise LabError(f"{key}: the attack did not score every example exactly once")
             scores = attack.finalize(values, rows, target.split)
             if not np.isfinite(scores).all():
                 bad = int((~np.isfinite(scores)).sum())
-                raise LabError(f"{key} gave {bad} NaN/inf scores on {target.path or name}: the target or the data is broken")
+                raise LabError(
+                    f"{key} gave {bad} NaN/inf scores on {target.path or name}: the target or the data is broken"
+                )
             frames.append(
                 pd.DataFrame(
                     {
@@ -157,8 +184,15 @@ def check_conditions(conditions) -> tuple[str, ...]:
     """The conditions as a tuple, or a LabError: a non-empty list of 'caption' and/or 'empty', each once."""
     from lab.attacks.base import CONDITIONS
 
-    if isinstance(conditions, str) or not conditions or any(c not in CONDITIONS for c in conditions) or len(set(conditions)) != len(conditions):
-        raise LabError(f"conditions (--condition) must list {' and/or '.join(CONDITIONS)}, each once; got {conditions!r}")
+    if (
+        isinstance(conditions, str)
+        or not conditions
+        or any(c not in CONDITIONS for c in conditions)
+        or len(set(conditions)) != len(conditions)
+    ):
+        raise LabError(
+            f"conditions (--condition) must list {' and/or '.join(CONDITIONS)}, each once; got {conditions!r}"
+        )
     return tuple(conditions)
 
 
@@ -196,6 +230,8 @@ def check_trainer_kwargs(kwargs: dict) -> None:
     for key in kwargs:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=2)
-            raise LabError(f"--trainer: Trainer takes no {key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+            raise LabError(
+                f"--trainer: Trainer takes no {key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
+            )
     if any(k in kwargs for k in ("logger", "callbacks", "enable_checkpointing", "inference_mode")):
         raise LabError("--trainer: logger, callbacks, enable_checkpointing and inference_mode are set by lab.attack")

@@ -24,23 +24,29 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lab.errors import LabError, ShortErrors, exit_on_lab_error, sigterm_is_an_error
 from lab.paths import DEFAULT_STUDY, resolve_config, resolve_config_args
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def fit_arm(fit_config: str, root: Path, overrides: dict) -> None:
     """Fit an arm's target; a rerun after a kill resumes from the arm's last.ckpt (a finished fit
     then only reloads it: its exports are already there)."""
     from lab import fit as lab_fit
+
     args = ["--config", fit_config, "--trainer.default_root_dir", str(root)]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     if (root / lab_fit.CHECKPOINT_DIR / "last.ckpt").is_file():
-        print(f"[{root.parent.name}/{root.name}] resuming from {root / lab_fit.CHECKPOINT_DIR / 'last.ckpt'}", flush=True)
+        print(
+            f"[{root.parent.name}/{root.name}] resuming from {root / lab_fit.CHECKPOINT_DIR / 'last.ckpt'}", flush=True
+        )
         args += ["--ckpt_path", "last"]
     lab_fit.main(args)
 
@@ -56,7 +62,8 @@ def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tup
     unknown = set(spec) - {"fit_config", "fit", "attacks", "conditions"}
     if unknown:
         raise LabError(
-            f"study arm {arm!r}: unknown keys {sorted(unknown)}; an arm has 'fit_config', 'fit' (lab.fit overrides), 'attacks' "
+            f"study arm {arm!r}: unknown keys {sorted(unknown)}; "
+            "an arm has 'fit_config', 'fit' (lab.fit overrides), 'attacks' "
             "and 'conditions' (text-to-image targets: caption and/or empty)"
         )
     conditions = spec.get("conditions") or ["caption"]
@@ -73,8 +80,14 @@ def arm_plan(arm: str, spec: dict | None, attacks: dict, fit_config: str) -> tup
 
 
 def run_study(
-    fit_config: str, arms: dict, attacks: dict | list, out: str, batch_size: int = 64, bootstrap: int = 200,
-    seeds: list[int] = (0,), vary_split: bool = True,
+    fit_config: str,
+    arms: dict,
+    attacks: dict | list,
+    out: str,
+    batch_size: int = 64,
+    bootstrap: int = 200,
+    seeds: list[int] = (0,),
+    vary_split: bool = True,
 ) -> "pd.DataFrame":
     """Each arm (`{fit_config: its own lab.fit YAML, fit: {lab.fit overrides}, attacks: subset, conditions:
     [caption, empty]}`, all optional) is trained and attacked once per seed, into `<out>/<arm>/seed_<s>/`."""
@@ -86,7 +99,9 @@ def run_study(
     out_dir = Path(out)
     attacks = {n: {} for n in attacks} if isinstance(attacks, list) else attacks
     seeds = check_seeds(seeds)
-    plans = {arm: arm_plan(arm, spec, attacks, fit_config) for arm, spec in arms.items()}  # all checked before any training
+    plans = {
+        arm: arm_plan(arm, spec, attacks, fit_config) for arm, spec in arms.items()
+    }  # all checked before any training
     per_seed, scores, runs = [], {}, []
     total, done, started = len(plans) * len(seeds), 0, time.perf_counter()
     for arm, (config, overrides, arm_attacks, conditions) in plans.items():
@@ -96,18 +111,45 @@ def run_study(
             fit_arm(config, root, {**seed_overrides(seed, vary_split), **overrides})  # an arm's own data.seed wins
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
-            s, t, _ = lab_attack.run(str(root), arm_attacks, out=str(root / "attacks"), batch_size=batch_size, bootstrap=bootstrap,
-                                     conditions=conditions)
+            s, t, _ = lab_attack.run(
+                str(root),
+                arm_attacks,
+                out=str(root / "attacks"),
+                batch_size=batch_size,
+                bootstrap=bootstrap,
+                conditions=conditions,
+            )
             attack_s = time.perf_counter() - start
             scores[(arm, seed)] = s
             per_seed.append(t.assign(arm=arm, seed=seed))
-            runs.append({"arm": arm, "seed": seed, "split_fingerprint": t.split_fingerprint.iloc[0], "fit_s": round(fit_s, 1),
-                         "attacks_s": round(attack_s, 1), "folder": str(root)})
+            runs.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "split_fingerprint": t.split_fingerprint.iloc[0],
+                    "fit_s": round(fit_s, 1),
+                    "attacks_s": round(attack_s, 1),
+                    "folder": str(root),
+                }
+            )
             done += 1
             eta = (time.perf_counter() - started) / done * (total - done)
-            print(f"[{arm} seed {seed}] fit {fit_s:.0f} s, attacks {attack_s:.0f} s; run {done}/{total}, ETA {eta:.0f} s", flush=True)
-    settings = {"fit_config": fit_config, "arms": arms, "attacks": attacks, "seeds": seeds, "vary_split": vary_split, "out": out,
-                "batch_size": batch_size, "bootstrap": bootstrap, "fit_configs": {c: Path(c).read_text() for c, _, _, _ in plans.values()}}
+            print(
+                f"[{arm} seed {seed}] fit {fit_s:.0f} s, attacks {attack_s:.0f} s; "
+                f"run {done}/{total}, ETA {eta:.0f} s",
+                flush=True,
+            )
+    settings = {
+        "fit_config": fit_config,
+        "arms": arms,
+        "attacks": attacks,
+        "seeds": seeds,
+        "vary_split": vary_split,
+        "out": out,
+        "batch_size": batch_size,
+        "bootstrap": bootstrap,
+        "fit_configs": {c: Path(c).read_text() for c, _, _, _ in plans.values()},
+    }
     return study_report.write(pd.concat(per_seed, ignore_index=True), scores, out_dir / "report", settings, runs)
 
 
@@ -123,25 +165,37 @@ class StudyParser(ShortErrors, ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
-    p = StudyParser(prog="python -m lab.study", description="Train targets along an epoch schedule, attack every export, report.")
+    p = StudyParser(
+        prog="python -m lab.study", description="Train targets along an epoch schedule, attack every export, report."
+    )
     p.add_argument("--config", action=ActionConfigFile)
     p.add_argument("--fit_config", type=str, required=True, help="lab.fit YAML (its ScheduledExport sets the epochs)")
-    p.add_argument("--arms", type=dict[str, Optional[dict]], default={"no_shift": {}},
-                   help="arm name -> {fit_config: another lab.fit YAML, fit: lab.fit overrides, attacks: a subset of --attacks}")
+    p.add_argument(
+        "--arms",
+        type=dict[str, Optional[dict]],
+        default={"no_shift": {}},
+        help="arm name -> {fit_config: another lab.fit YAML, fit: lab.fit overrides, attacks: a subset of --attacks}",
+    )
     p.add_argument("--attacks", type=Union[dict[str, Optional[dict]], list[str]], default=["loss", "pia", "blind"])
     p.add_argument("--out", type=str, default="reports/study")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--seeds", type=list[int], default=[0], help="one training run per seed and arm")
-    p.add_argument("--vary_split", type=bool, default=True,
-                   help="each seed also draws new members/non-members (false: the config's draw, only training varies)")
+    p.add_argument(
+        "--vary_split",
+        type=bool,
+        default=True,
+        help="each seed also draws new members/non-members (false: the config's draw, only training varies)",
+    )
     return p
 
 
 def main(args: list[str] | None = None):
     """Parse, run, print; the study table (a DataFrame)."""
     args = resolve_config_args(sys.argv[1:] if args is None else list(args))
-    if not any(a.split("=", 1)[0] in ("--config", "--fit_config") for a in args):  # the default study, also outside a checkout
+    if not any(
+        a.split("=", 1)[0] in ("--config", "--fit_config") for a in args
+    ):  # the default study, also outside a checkout
         args = ["--config", resolve_config(DEFAULT_STUDY), *args]
     cfg = build_parser().parse_args(args)
     from lab import study_report  # after parsing: `--help` and a typo's error do not wait for torch
@@ -156,9 +210,27 @@ def main(args: list[str] | None = None):
         for arm, spec in cfg.arms.items():
             arm_plan(arm, spec, attacks, cfg.fit_config)
     with exit_on_lab_error("lab.study"), sigterm_is_an_error(resume), folder_lock(cfg.out, "lab.study"):
-        table = run_study(cfg.fit_config, cfg.arms, cfg.attacks, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.seeds, cfg.vary_split)
-    shown = ["arm", "attack", "epoch", "seeds", "auc", "auc_lo", "auc_hi", "auc_seed_min", "auc_seed_max", "tpr@0.01fpr", "two_stage@0.01_test_fpr"]
-    print(table[shown].rename(columns=study_report.TABLE_COLUMNS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        table = run_study(
+            cfg.fit_config, cfg.arms, cfg.attacks, cfg.out, cfg.batch_size, cfg.bootstrap, cfg.seeds, cfg.vary_split
+        )
+    shown = [
+        "arm",
+        "attack",
+        "epoch",
+        "seeds",
+        "auc",
+        "auc_lo",
+        "auc_hi",
+        "auc_seed_min",
+        "auc_seed_max",
+        "tpr@0.01fpr",
+        "two_stage@0.01_test_fpr",
+    ]
+    print(
+        table[shown]
+        .rename(columns=study_report.TABLE_COLUMNS)
+        .to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
     print(f"\nreport: {Path(cfg.out) / 'report' / 'index.html'}  TensorBoard: tensorboard --logdir {cfg.out}")
     return table
 

@@ -8,7 +8,8 @@ prints end-to-end examples/s through `trainer.predict` (Trainer start-up include
 setup calls (black-box sample generation). One run, one machine: the ratios are comparable,
 the absolute numbers only here. Goal: overhead < 1.15.
 
-    .venv/bin/python scripts/bench_attacks.py [--target checkpoints/ddpm_mnist/epoch_0100] [--batch 64] [--config configs/attack/all.yaml]
+    .venv/bin/python scripts/bench_attacks.py [--target checkpoints/ddpm_mnist/epoch_0100] [--batch 64] \\
+        [--config configs/attack/all.yaml]
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from lab.targets import PixelDDPM
 from lab.targets.load import load_target
 
 
-
 def untrained_target(folder: Path):
     """Speed does not depend on training: export an untrained target of the main config's shape."""
     import lightning.pytorch as pl
@@ -37,9 +37,16 @@ def untrained_target(folder: Path):
     cfg = yaml.safe_load(open("configs/ddpm_mnist.yaml"))
     data = MembershipDataModule(**cfg["data"])
     model = PixelDDPM(**cfg["model"]["init_args"])
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, default_root_dir=folder, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[ScheduledExport([1])])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        default_root_dir=folder,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ScheduledExport([1])],
+    )
     trainer.fit(model, data)
     return load_target(folder / "epoch_0001")
 
@@ -73,7 +80,10 @@ def main() -> None:
         with torch.inference_mode():
             forward = timed(lambda: [target.unet(x0, t).sample for t in ts], args.repeats) / len(ts)
         print(f"target {target.path.name}: batch {len(x0)}, denoiser forward {forward * 1e3:.1f} ms per batched call")
-        print(f"{'attack':>15} {'calls/ex':>9} {'grads/ex':>9} {'setup calls':>12} {'ex/s (step)':>12} {'ex/s (predict)':>15} {'overhead':>9}")
+        print(
+            f"{'attack':>15} {'calls/ex':>9} {'grads/ex':>9} {'setup calls':>12} "
+            f"{'ex/s (step)':>12} {'ex/s (predict)':>15} {'overhead':>9}"
+        )
         attacks = make_attacks(yaml.safe_load(Path(args.config).read_text())["attacks"])
         for name, attack in attacks.items():
             attack.bind(target)
@@ -83,7 +93,10 @@ def main() -> None:
             *_, speed = predict(attack, loader, {})
             calls, grads = out["calls"], out["grads"]
             overhead = f"{step / (calls * forward):9.3f}" if calls and not grads else f"{'-':>9}"
-            print(f"{name:>15} {calls:9.1f} {grads:9.1f} {attack.setup_calls:12d} {len(x0) / step:12.1f} {speed:15.1f} {overhead}")
+            print(
+                f"{name:>15} {calls:9.1f} {grads:9.1f} {attack.setup_calls:12d} "
+                f"{len(x0) / step:12.1f} {speed:15.1f} {overhead}"
+            )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,12 @@ warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook|many
 def fit_images_per_s(model: PixelDDPM, data: MembershipDataModule, epochs: int, log_dir: str) -> float:
     data.poisson_sampling = False
     trainer = pl.Trainer(
-        max_epochs=epochs, default_root_dir=log_dir, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=epochs,
+        default_root_dir=log_dir,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     start = time.perf_counter()
     trainer.fit(model, data)
@@ -62,14 +66,21 @@ def opacus_mode(template: PixelDDPM, batches, mode: str) -> tuple[float, float]:
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.cat(batches)), batch_size=len(x0))
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
     _, opt, _ = PrivacyEngine().make_private(
-        module=unet, optimizer=opt, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0,
-        poisson_sampling=False, grad_sample_mode=mode, wrap_model=False,
+        module=unet,
+        optimizer=opt,
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        poisson_sampling=False,
+        grad_sample_mode=mode,
+        wrap_model=False,
     )
     opt.zero_grad()
     diffusion_loss(unet, scheduler, x0, t, noise).backward()
     error = max(
         (p.grad_sample[i] - truth[i][j]).abs().max().item()
-        for j, p in enumerate(unet.parameters()) for i in range(len(x0))
+        for j, p in enumerate(unet.parameters())
+        for i in range(len(x0))
     )
     opt.zero_grad()
     start = time.perf_counter()
@@ -110,7 +121,10 @@ def main() -> None:
     modes = {mode: opacus_mode(template, batches, mode) for mode in ("functorch", "hooks")}
 
     params = sum(p.numel() for p in template.unet.parameters())
-    print(f"UNet {params / 1e6:.2f}M params, {len(members)} members, batch {data.batch_size}, {args.epochs} epochs x {args.repeats} runs (median)")
+    print(
+        f"UNet {params / 1e6:.2f}M params, {len(members)} members, batch {data.batch_size}, "
+        f"{args.epochs} epochs x {args.repeats} runs (median)"
+    )
     print(f"lab.fit, no DP          : {p:8.1f} images/s")
     print(f"lab.fit, DP-SGD (K=1)   : {d:8.1f} images/s")
     print(f"ratio DP / no DP        : {d / p:8.3f}")

@@ -10,7 +10,8 @@ of the ratio within each repeat (its ways timed back to back), with the per-repe
 config's monitoring (live MIA AUC, sample grids) calls the denoiser for its own sake; its seconds
 are timed and shown, with the ratio of the rest, so that what is left is the time lost around it.
 
-    .venv/bin/python scripts/bench_fit.py [--config configs/study/ddpm_mnist_fit.yaml] [--epochs 700] [--repeats 3] [--threads N]
+    .venv/bin/python scripts/bench_fit.py [--config configs/study/ddpm_mnist_fit.yaml] [--epochs 700] \\
+        [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -112,10 +113,18 @@ def cli_loop(config: str, epochs: int, root: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/study/ddpm_mnist_fit.yaml", help="fit config whose model, data and callbacks to use")
-    ap.add_argument("--epochs", type=int, default=700, help="the study's own number by default: fixed costs amortise over it")
+    ap.add_argument(
+        "--config",
+        default="configs/study/ddpm_mnist_fit.yaml",
+        help="fit config whose model, data and callbacks to use",
+    )
+    ap.add_argument(
+        "--epochs", type=int, default=700, help="the study's own number by default: fixed costs amortise over it"
+    )
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice, set explicitly)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice, set explicitly)"
+    )
     args = ap.parse_args()
     quiet_lightning()
     torch.set_num_threads(args.threads or torch.get_num_threads())  # explicit: every way runs on the same threads
@@ -145,14 +154,20 @@ def main() -> None:
             cli.append(took.pop("fit loop"))  # Lightning's fit loop: start-up (parsing, data, model) not counted
             shares.append({k: v / cli[-1] for k, v in took.items()})
     params = sum(p.numel() for p in template.unet.parameters())
-    rate = lambda seconds: f"{images / statistics.median(seconds):8.1f} images/s"
+
+    def rate(seconds: list[float]) -> str:
+        return f"{images / statistics.median(seconds):8.1f} images/s"
 
     def share(values: list[float]) -> str:
         return f"{statistics.median(values):.3f} (repeats {min(values):.3f}-{max(values):.3f})"
 
-    ratio = lambda seconds: share([b / s for b, s in zip(bare, seconds)])
+    def ratio(seconds: list[float]) -> str:
+        return share([b / s for b, s in zip(bare, seconds)])
 
-    print(f"UNet {params / 1e6:.2f}M params, {images} images per run ({args.epochs} epochs), {args.repeats} repeats, {torch.get_num_threads()} threads")
+    print(
+        f"UNet {params / 1e6:.2f}M params, {images} images per run ({args.epochs} epochs), "
+        f"{args.repeats} repeats, {torch.get_num_threads()} threads"
+    )
     print(f"bare PyTorch loop            : {rate(bare)}")
     print(f"lab.fit module, plain Trainer: {rate(lab)}")
     print(f"python -m lab.fit ({args.config}): {rate(cli)}")
@@ -164,7 +179,9 @@ def main() -> None:
         print(f"  {name:45s}: {share([s[name] for s in shares])}")
     rest = [1 - sum(s.values()) for s in shares]
     print(f"  {'the rest (Lightning loop, data, logging)':45s}: {share(rest)}")
-    monitoring = [s[step] / (1 - s["live MIA AUC (denoiser calls)"] - s["sample grids (denoiser calls)"]) for s in shares]
+    monitoring = [
+        s[step] / (1 - s["live MIA AUC (denoiser calls)"] - s["sample grids (denoiser calls)"]) for s in shares
+    ]
     print(f"training step / wall time, the monitoring's own denoiser calls aside: {share(monitoring)}  (goal >= 0.95)")
 
 

@@ -76,7 +76,9 @@ def training_rows(quick: bool) -> list[tuple]:
     torch.manual_seed(0)
     template = PixelDDPM(**args)
     members = data.images[data.split.select("member")]
-    batches = list(members[torch.randperm(len(members), generator=torch.Generator().manual_seed(0))].split(data.batch_size))
+    batches = list(
+        members[torch.randperm(len(members), generator=torch.Generator().manual_seed(0))].split(data.batch_size)
+    )
     epochs, repeats = (1, 3) if quick else (5, 3)
     images = len(members) * epochs
     ratios, bares, labs = [], [], []
@@ -92,8 +94,12 @@ def training_rows(quick: bool) -> list[tuple]:
         private.load_state_dict(template.state_dict())
         dp = fit_images_per_s(private, data, 1 if quick else 3, log_dir)
     return [
-        ("training: lab / bare loop", statistics.median(ratios), ">= 0.95",
-         f"{statistics.median(labs):.0f} vs {statistics.median(bares):.0f} images/s; {spread(ratios)}"),
+        (
+            "training: lab / bare loop",
+            statistics.median(ratios),
+            ">= 0.95",
+            f"{statistics.median(labs):.0f} vs {statistics.median(bares):.0f} images/s; {spread(ratios)}",
+        ),
         ("training: DP-SGD / no DP", dp / plain, "cost", f"{dp:.0f} vs {plain:.0f} images/s"),
     ]
 
@@ -133,8 +139,10 @@ def attack_rows(target, loader, names: list[str], repeats: int) -> list[tuple]:
         memory = peak_memory_mb(step)
         *_, speed = predict(attack, loader, {})
         overhead, note = floored(statistics.median(ratios)) if calls and not grads else (float("nan"), "")
-        detail = (f"{calls:.0f} calls/ex, {grads:.0f} grads/ex, {speed:.0f} ex/s, peak +{memory:.0f} MB at batch {len(x0)}"
-                  + (f"; {spread(ratios)}{note}" if calls and not grads else ""))
+        detail = (
+            f"{calls:.0f} calls/ex, {grads:.0f} grads/ex, {speed:.0f} ex/s, peak +{memory:.0f} MB at batch {len(x0)}"
+            + (f"; {spread(ratios)}{note}" if calls and not grads else "")
+        )
         goal = "n/a (backward)" if grads else "< 1.15" if calls else "n/a (0 calls)"
         out.append((f"attack {name}: overhead", overhead, goal, detail))
     return out
@@ -156,7 +164,12 @@ def growth_rows(target, dataset, batch: int, repeats: int) -> list[tuple]:
     with torch.inference_mode():
         few, many = (timed(lambda a=losses[k]: a.predict_step((x0, rows)), repeats) for k in (2, 8))
     return [
-        (f"growth: {4 * n} vs {n} examples (pia)", large / (4 * small), "~1 (linear)", f"{small:.2f} s vs {large:.2f} s"),
+        (
+            f"growth: {4 * n} vs {n} examples (pia)",
+            large / (4 * small),
+            "~1 (linear)",
+            f"{small:.2f} s vs {large:.2f} s",
+        ),
         ("growth: 32 vs 8 calls/ex (loss)", many / (4 * few), "~1 (linear)", f"{few:.2f} s vs {many:.2f} s"),
     ]
 
@@ -168,15 +181,27 @@ def ddp_rows(target, dataset, batch: int) -> list[tuple]:
     ddp = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}
 
     def timed_predict(data, kwargs) -> float:  # seconds through trainer.predict
-        return len(data) / predict(attack.bind(target), torch.utils.data.DataLoader(data, batch_size=batch), kwargs)[-1]
+        return (
+            len(data) / predict(attack.bind(target), torch.utils.data.DataLoader(data, batch_size=batch), kwargs)[-1]
+        )
 
     one = timed_predict(dataset, {"accelerator": "cpu", "devices": 1})
     two = timed_predict(dataset, ddp)
     start_up = timed_predict(torch.utils.data.Subset(dataset, range(2)), ddp)
     n = len(dataset)
     return [
-        ("DDP: 2 processes / 1, with start-up", one / two, "scaling", f"{n / two:.0f} vs {n / one:.0f} ex/s, {n} examples"),
-        ("DDP: 2 processes / 1, start-up excluded", one / (two - start_up), "scaling", f"start-up {start_up:.1f} s; 2 cores here"),
+        (
+            "DDP: 2 processes / 1, with start-up",
+            one / two,
+            "scaling",
+            f"{n / two:.0f} vs {n / one:.0f} ex/s, {n} examples",
+        ),
+        (
+            "DDP: 2 processes / 1, start-up excluded",
+            one / (two - start_up),
+            "scaling",
+            f"start-up {start_up:.1f} s; 2 cores here",
+        ),
     ]
 
 
@@ -197,7 +222,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small runs: under 2 minutes on 2 CPU cores")
     ap.add_argument("--batch", type=int, default=64, help="attack batch size (lab.attack's default)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice, set explicitly)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice, set explicitly)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads or torch.get_num_threads())
     start = time.perf_counter()
@@ -209,8 +236,10 @@ def main() -> None:
         data = MembershipDataModule.from_split_file(target.split_path)
         dataset = data.dataset()
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch)
-        names = ["loss", "pia", "secmi_stat", "gradient_norm"] if args.quick else list(
-            yaml.safe_load(Path("configs/attack/all.yaml").read_text())["attacks"]
+        names = (
+            ["loss", "pia", "secmi_stat", "gradient_norm"]
+            if args.quick
+            else list(yaml.safe_load(Path("configs/attack/all.yaml").read_text())["attacks"])
         )
         for section in (
             lambda: attack_rows(target, loader, names, repeats),
@@ -221,8 +250,11 @@ def main() -> None:
             print_rows(rows)
             table += rows
     print("\n" + "\n".join(format_row(r) for r in [HEADER, *table]))
-    print(f"\n{'quick' if args.quick else 'full'} suite: {time.perf_counter() - start:.0f} s, {torch.get_num_threads()} threads, "
-          f"{'CUDA' if torch.cuda.is_available() else 'CPU'}")
+    print(
+        f"\n{'quick' if args.quick else 'full'} suite: {time.perf_counter() - start:.0f} s, "
+        f"{torch.get_num_threads()} threads, "
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU'}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,11 @@ def main() -> None:
     ap.add_argument("--accelerator", default="cuda")
     ap.add_argument("--precisions", nargs="+", default=["32-true", "16-mixed"])
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--config", default=str(ROOT / "configs/ddpm_tiny.yaml"), help="the fit config of the target (default: the tiny smoke target)")
+    ap.add_argument(
+        "--config",
+        default=str(ROOT / "configs/ddpm_tiny.yaml"),
+        help="the fit config of the target (default: the tiny smoke target)",
+    )
     ap.add_argument("--attacks", nargs="*", default=None, help="default: every attack that needs no reference targets")
     args = ap.parse_args()
 
@@ -36,8 +40,18 @@ def main() -> None:
 
     out = Path(args.out)
     if not list((out / "target").glob("epoch_*")):
-        fit.main(["--config", args.config, "--trainer.default_root_dir", str(out / "target"),
-                  "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator])
+        fit.main(
+            [
+                "--config",
+                args.config,
+                "--trainer.default_root_dir",
+                str(out / "target"),
+                "--trainer.max_epochs",
+                str(args.epochs),
+                "--trainer.accelerator",
+                args.accelerator,
+            ]
+        )
     target = load_target(target_folders(out / "target")[-1])
     names = args.attacks or [a for a in ATTACKS if a not in NEEDS_REFERENCES]
     cpu = score_target(target, make_attacks(names), trainer_kwargs={"accelerator": "cpu"})
@@ -45,14 +59,21 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for precision in args.precisions:
         start = time.perf_counter()
-        dev = score_target(target, make_attacks(names), trainer_kwargs={"accelerator": args.accelerator, "devices": 1, "precision": precision})
+        dev = score_target(
+            target,
+            make_attacks(names),
+            trainer_kwargs={"accelerator": args.accelerator, "devices": 1, "precision": precision},
+        )
         for name in names:
             a, b = (t[t.attack == name].sort_values("id") for t in (cpu, dev))
             test = a.split == "test"
             m = (a.role == "member").to_numpy()[test.to_numpy()]
             auc_a, auc_b = metrics.auc(a.score[test].to_numpy(), m), metrics.auc(b.score[test].to_numpy(), m)
             rho = spearmanr(a.score, b.score).statistic if a.score.nunique() > 1 else np.nan
-            print(f"| {name} | {precision} | {rho:.4f} | {auc_a:.3f} | {auc_b:.3f} | {a.examples_per_s.iloc[0]:.0f} | {b.examples_per_s.iloc[0]:.0f} |")
+            print(
+                f"| {name} | {precision} | {rho:.4f} | {auc_a:.3f} | {auc_b:.3f} "
+                f"| {a.examples_per_s.iloc[0]:.0f} | {b.examples_per_s.iloc[0]:.0f} |"
+            )
         print(f"({precision}: {time.perf_counter() - start:.0f} s)")
 
 

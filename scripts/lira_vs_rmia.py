@@ -47,9 +47,12 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for _, r in table.iterrows():
         name, _, k = r.attack.partition("/k")
-        print(f"| {name} | {k or 0} | {mode[int(k)] if k else '-'} | {r.auc:.3f} [{r.auc_lo:.3f}, {r.auc_hi:.3f}] | "
-              f"{r['tpr@0.01fpr']:.3f} [{r['tpr@0.01fpr_lo']:.3f}, {r['tpr@0.01fpr_hi']:.3f}] | {r['tpr@0.05fpr']:.3f} | "
-              f"{r.calls_per_example:g} |")
+        print(
+            f"| {name} | {k or 0} | {mode[int(k)] if k else '-'} | {r.auc:.3f} [{r.auc_lo:.3f}, {r.auc_hi:.3f}] | "
+            f"{r['tpr@0.01fpr']:.3f} [{r['tpr@0.01fpr_lo']:.3f}, {r['tpr@0.01fpr_hi']:.3f}] | "
+            f"{r['tpr@0.05fpr']:.3f} | "
+            f"{r.calls_per_example:g} |"
+        )
 
 
 def modes(target_split: Path, refs: Path, ks: list[int]) -> dict[int, str]:

@@ -22,7 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
-    "tests/test_formulas.py", "tests/test_formulas_learned.py", "tests/test_formulas_sima.py", "tests/test_metrics.py", "tests/test_learned.py",
+    "tests/test_formulas.py",
+    "tests/test_formulas_learned.py",
+    "tests/test_formulas_sima.py",
+    "tests/test_metrics.py",
+    "tests/test_learned.py",
     "tests/test_faults.py::test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one",
     "tests/test_formulas_rmia.py",
     "tests/test_attacks.py::test_attacks_on_one_target_share_identical_denoiser_calls",
@@ -54,7 +58,11 @@ MUTANTS = {
         "return _log_normal(target, mu_out, s_out) - _log_normal(target, mu_in, s_in)",
     ),
     "gradient-norm-sign": ("lab/attacks/gradient_norm.py", "scores.append(-torch.sqrt(", "scores.append(torch.sqrt("),
-    "noise-ignores-draw": ("lab/attacks/base.py", "SeedSequence([self.seed, row, draw])", "SeedSequence([self.seed, row, 0])"),
+    "noise-ignores-draw": (
+        "lab/attacks/base.py",
+        "SeedSequence([self.seed, row, draw])",
+        "SeedSequence([self.seed, row, 0])",
+    ),
     "bootstrap-90": ("lab/metrics.py", "level: float = 0.95", "level: float = 0.90"),
     "bootstrap-unstratified": (
         "lab/metrics.py",
@@ -65,54 +73,138 @@ MUTANTS = {
     "graybox-clips": ("lab/attacks/graybox.py", "clip_sample=False, thresholding=False", "thresholding=False"),
     "gsa-leaves-of-20": ("lab/attacks/gsa.py", "min_samples_leaf=1,", "min_samples_leaf=20,"),
     "pfami-shared-noise": ("lab/attacks/pfami.py", "draw=j * n + c", "draw=j"),
-    "pfami-difference-not-ratio": ("lab/attacks/pfami.py", "((losses[1:] - losses[0]) / losses[0].clamp_min(1e-12))", "(losses[1:] - losses[0])"),
+    "pfami-difference-not-ratio": (
+        "lab/attacks/pfami.py",
+        "((losses[1:] - losses[0]) / losses[0].clamp_min(1e-12))",
+        "(losses[1:] - losses[0])",
+    ),
     "pia-random-noise": ("lab/attacks/pia.py", "eps0 = self.eps(x0, 0)", "eps0 = self.noise(x0, rows)"),
     "pia-abs-not-pow": ("lab/attacks/pia.py", ".abs().pow(self.p)", ".pow(2)"),
     "loss-sum-not-mean": ("lab/attacks/loss.py", "err.pow(2).flatten(1).mean(1)", "err.pow(2).flatten(1).sum(1)"),
-    "multistep-median-upper": ("lab/attacks/multistep_loss.py", '"median": lambda x: x.median(1).values', '"median": lambda x: x.quantile(0.5, 1)'),
-    "secmi-mean-not-sum": ("lab/attacks/secmi.py", "return -self.error_maps(x0).pow(2).flatten(1).sum(1)", "return -self.error_maps(x0).pow(2).flatten(1).mean(1)"),
-    "gsa2-as-gsa1": ("lab/attacks/gsa.py", "    per_timestep_backward = True\n", "    per_timestep_backward = False\n"),
-    "reconstruction-no-clamp": ("lab/attacks/reconstruction.py", "self.to_image(z_hat).clamp(-1, 1)", "self.to_image(z_hat)"),
-    "blackbox-squared": ("lab/attacks/blackbox.py", "-torch.cdist(x0.flatten(1), samples).min(1).values", "-torch.cdist(x0.flatten(1), samples).pow(2).min(1).values"),
+    "multistep-median-upper": (
+        "lab/attacks/multistep_loss.py",
+        '"median": lambda x: x.median(1).values',
+        '"median": lambda x: x.quantile(0.5, 1)',
+    ),
+    "secmi-mean-not-sum": (
+        "lab/attacks/secmi.py",
+        "return -self.error_maps(x0).pow(2).flatten(1).sum(1)",
+        "return -self.error_maps(x0).pow(2).flatten(1).mean(1)",
+    ),
+    "gsa2-as-gsa1": (
+        "lab/attacks/gsa.py",
+        "    per_timestep_backward = True\n",
+        "    per_timestep_backward = False\n",
+    ),
+    "reconstruction-no-clamp": (
+        "lab/attacks/reconstruction.py",
+        "self.to_image(z_hat).clamp(-1, 1)",
+        "self.to_image(z_hat)",
+    ),
+    "blackbox-squared": (
+        "lab/attacks/blackbox.py",
+        "-torch.cdist(x0.flatten(1), samples).min(1).values",
+        "-torch.cdist(x0.flatten(1), samples).pow(2).min(1).values",
+    ),
     "lira-per-example-variance": ("lab/attacks/lira.py", "if pooled:", "if False:"),
-    "lira-offline-sign": ("lab/attacks/lira.py", "return (mu_out - target) / s_out", "return (target - mu_out) / s_out"),
-    "lira-references-halves": ("lab/attacks/lira.py", 'members = pool.roles.count("member") if members is None', "members = n // 2 if members is None"),
-    "two-stage-highest-threshold": ("lab/metrics.py", "return float(thresholds[fpr <= fpr_target].min())", "return float(thresholds[fpr <= fpr_target][1])"),
-    "two-stage-unmeasurable": ("lab/metrics.py", "    if (~is_member).sum() * fpr_target < 1:\n        return float(\"nan\")\n    fpr, _, thresholds", "    fpr, _, thresholds"),
-    "resume-without-random-states": ("lab/targets/ddpm.py", '            set_rng_states(checkpoint["rng_states"])', "            pass"),
-    "sima-noised-input": ("lab/attacks/sima.py", "return -self.norm(x0)", "return -self.norm(x0 + self.noise(x0, rows))"),
+    "lira-offline-sign": (
+        "lab/attacks/lira.py",
+        "return (mu_out - target) / s_out",
+        "return (target - mu_out) / s_out",
+    ),
+    "lira-references-halves": (
+        "lab/attacks/lira.py",
+        'members = pool.roles.count("member") if members is None',
+        "members = n // 2 if members is None",
+    ),
+    "two-stage-highest-threshold": (
+        "lab/metrics.py",
+        "return float(thresholds[fpr <= fpr_target].min())",
+        "return float(thresholds[fpr <= fpr_target][1])",
+    ),
+    "two-stage-unmeasurable": (
+        "lab/metrics.py",
+        '    if (~is_member).sum() * fpr_target < 1:\n        return float("nan")\n    fpr, _, thresholds',
+        "    fpr, _, thresholds",
+    ),
+    "resume-without-random-states": (
+        "lab/targets/ddpm.py",
+        '            set_rng_states(checkpoint["rng_states"])',
+        "            pass",
+    ),
+    "sima-noised-input": (
+        "lab/attacks/sima.py",
+        "return -self.norm(x0)",
+        "return -self.norm(x0 + self.noise(x0, rows))",
+    ),
     "sima-wrong-sign": ("lab/attacks/sima.py", "return -self.norm(x0)", "return self.norm(x0)"),
     "rmia-counts-itself": ("lab/attacks/rmia.py", "(wins & ~itself).sum(1)", "wins.sum(1)"),
-    "rmia-greater-or-equal": ("lab/attacks/rmia.py", "ratio[:, None] / ratio[None, z] > gamma", "ratio[:, None] / ratio[None, z] >= gamma"),
-    "rmia-offline-uncorrected": ("lab/attacks/rmia.py", "p_x = 0.5 * ((1 + offline_a) * mean_out + (1 - offline_a))", "p_x = mean_out"),
+    "rmia-greater-or-equal": (
+        "lab/attacks/rmia.py",
+        "ratio[:, None] / ratio[None, z] > gamma",
+        "ratio[:, None] / ratio[None, z] >= gamma",
+    ),
+    "rmia-offline-uncorrected": (
+        "lab/attacks/rmia.py",
+        "p_x = 0.5 * ((1 + offline_a) * mean_out + (1 - offline_a))",
+        "p_x = mean_out",
+    ),
     "rmia-online-plain-mean": ("lab/attacks/rmia.py", "p_x = 0.5 * (mean_in + mean_out)", "p_x = p_refs.mean(0)"),
     "cdi-scorer-sees-test-halves": (
         "lab/dataset_inference.py",
-        "model.fit(np.concatenate([owner[o_ctrl], heldout[h_ctrl]]), np.r_[np.ones(len(o_ctrl)), np.zeros(len(h_ctrl))])",
+        "model.fit(np.concatenate([owner[o_ctrl], heldout[h_ctrl]]), "
+        "np.r_[np.ones(len(o_ctrl)), np.zeros(len(h_ctrl))])",
         "model.fit(np.concatenate([owner, heldout]), np.r_[np.ones(len(owner)), np.zeros(len(heldout))])",
     ),
     "cdi-two-sided": ("lab/dataset_inference.py", 'equal_var=False, alternative="greater"', "equal_var=False"),
-    "shared-calls-ignore-timestep": ("lab/attacks/base.py", "        for part in parts:", "        for part in parts[:1]:"),
+    "shared-calls-ignore-timestep": (
+        "lab/attacks/base.py",
+        "        for part in parts:",
+        "        for part in parts[:1]:",
+    ),
     # text-to-image targets: conditioning and CLiD
-    "shared-calls-ignore-prompt": ("lab/attacks/base.py", "parts = (x_t, t) if context is None else (x_t, t, context)", "parts = (x_t, t)"),
+    "shared-calls-ignore-prompt": (
+        "lab/attacks/base.py",
+        "parts = (x_t, t) if context is None else (x_t, t, context)",
+        "parts = (x_t, t)",
+    ),
     "empty-prompt-is-the-caption": ("lab/attacks/base.py", 'if self.condition == "empty":', "if False:"),
     "prompt-not-passed-to-unet": (
-        "lab/attacks/base.py", "self.unet(x_t, t, encoder_hidden_states=context).sample",
+        "lab/attacks/base.py",
+        "self.unet(x_t, t, encoder_hidden_states=context).sample",
         "self.unet(x_t, t, encoder_hidden_states=torch.zeros_like(context)).sample",
     ),
-    "per-example-prompt-of-first-example": ("lab/attacks/base.py", "whole[i : i + 1] if whole is not None", "whole[:1] if whole is not None"),
-    "caption-not-hashed": ("lab/data/split.py", "        if captions is not None:\n            text =", "        if False:\n            text ="),
+    "per-example-prompt-of-first-example": (
+        "lab/attacks/base.py",
+        "whole[i : i + 1] if whole is not None",
+        "whole[:1] if whole is not None",
+    ),
+    "caption-not-hashed": (
+        "lab/data/split.py",
+        "        if captions is not None:\n            text =",
+        "        if False:\n            text =",
+    ),
     "clid-gap-sign": (
-        "lab/attacks/clid.py", "gaps = [self.loss(x0, draws, self.embed(list(v))) - full for v in variants]",
+        "lab/attacks/clid.py",
+        "gaps = [self.loss(x0, draws, self.embed(list(v))) - full for v in variants]",
         "gaps = [full - self.loss(x0, draws, self.embed(list(v))) for v in variants]",
     ),
     "clid-noise-not-shared": (
-        "lab/attacks/clid.py", "gaps = [self.loss(x0, draws, self.embed(list(v))) - full for v in variants]",
+        "lab/attacks/clid.py",
+        "gaps = [self.loss(x0, draws, self.embed(list(v))) - full for v in variants]",
         "gaps = [self.loss(x0, draws[::-1], self.embed(list(v))) - full for v in variants]",
     ),
     "clid-thirds-overlap": ("lab/attacks/clid.py", "caption[n // 3 : 2 * n // 3]", "caption[: 2 * n // 3]"),
-    "clid-th-last-best-alpha": ("lab/attacks/clid_learned.py", "ALPHAS[int(np.argmax(aucs))]", "ALPHAS[len(aucs) - 1 - int(np.argmax(aucs[::-1]))]"),
-    "clid-vec-nonmember-probability": ("lab/attacks/clid_learned.py", "predict_proba(features.double().numpy())[:, 1]", "predict_proba(features.double().numpy())[:, 0]"),
+    "clid-th-last-best-alpha": (
+        "lab/attacks/clid_learned.py",
+        "ALPHAS[int(np.argmax(aucs))]",
+        "ALPHAS[len(aucs) - 1 - int(np.argmax(aucs[::-1]))]",
+    ),
+    "clid-vec-nonmember-probability": (
+        "lab/attacks/clid_learned.py",
+        "predict_proba(features.double().numpy())[:, 1]",
+        "predict_proba(features.double().numpy())[:, 0]",
+    ),
     "learned-test-refit": (
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",
@@ -123,9 +215,16 @@ MUTANTS = {
 
 def scratch_copy() -> Path:
     """The repository's tracked and untracked (not ignored) files, copied into a temporary folder."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     dest = Path(tempfile.mkdtemp(prefix="lab_mutants_"))
     for f in filter(None, files):
         if (ROOT / f).is_symlink():  # configs -> lab/configs
@@ -141,7 +240,11 @@ def run_tests(repo: Path) -> tuple[bool, str]:
     """True when every test passes. The scratch copy comes first on sys.path, before the editable install."""
     env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS], cwd=repo, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     return proc.returncode == 0, last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -10,6 +11,24 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """`LAB_TEST_MKLDNN=0`: torch's oneDNN kernels off, so convolutions take another kernel path (with
+    `ATEN_CPU_CAPABILITY=default` too, the suite then runs as on a CPU without AVX: see `.ci/run`)."""
+    if os.environ.get("LAB_TEST_MKLDNN") == "0":
+        import torch
+
+        torch.backends.mkldnn.enabled = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test on the over-fitted target (about 40 s to build) is slow, marked or not."""
+    for item in items:
+        if "overfit_target" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 TINY_CONFIG = ROOT / "configs" / "ddpm_tiny.yaml"
 LDM_TINY_CONFIG = ROOT / "configs" / "ldm_tiny.yaml"
 
@@ -36,45 +55,6 @@ def write_cifar_archive(path: Path, per_batch: int = 3, seed: int = 0) -> Path:
         with open(path / name, "wb") as f:
             pickle.dump(batch, f)
     return path
-
-
-def random_unet():
-    """The formula tests' fixed UNet: seeded random weights, no training, each parameter perturbed
-    (0.05 x N(0, 1)) so that its output depends on its input and on t."""
-    import diffusers
-    import torch
-
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return unet.float().eval()
-
-
-def random_conditional_unet(channels: int = 1, cross_attention_dim: int = 16, perturb: bool = True):
-    """A seeded tiny UNet2DConditionModel (8x8, cross-attention in the first level), each parameter
-    perturbed like `random_unet` so that its output depends on the prompt embedding."""
-    import diffusers
-    import torch
-
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        norm_num_groups=4, cross_attention_dim=cross_attention_dim, attention_head_dim=4,
-    )
-    if perturb:
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in unet.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return unet
 
 
 def fit_tiny(work: Path, *overrides: str, config: Path = TINY_CONFIG):
@@ -114,8 +94,13 @@ def overfit_target(tmp_path_factory):
     data = MembershipDataModule(members=16, nonmembers=48, image_size=16, batch_size=16, seed=0)
     model = PixelDDPM(image_size=16, channels=1, block_out_channels=(16, 32), norm_num_groups=8, lr=2e-3)
     trainer = pl.Trainer(
-        max_epochs=1200, default_root_dir=root, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[ScheduledExport([1200])],
+        max_epochs=1200,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ScheduledExport([1200])],
     )
     trainer.fit(model, data)
     return root / "epoch_1200"

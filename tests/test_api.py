@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, LDMPipeline, DDIMScheduler
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, LDMPipeline
 from PIL import Image
+from test_latent import tiny_unet, tiny_vq
 
 import lab
 from lab.errors import LabError
-from test_latent import tiny_unet, tiny_vq
 
 
 def pipeline():
@@ -26,10 +26,16 @@ def images(n, seed):
 def test_five_lines_from_tensors_to_a_metrics_table():
     pipe = pipeline()
     pipe.unet.train()
-    metrics, scores = lab.evaluate(pipe, members=images(8, 0), nonmembers=images(12, 1), attacks=["loss", "pia", "sima"], bootstrap=20)
+    metrics, scores = lab.evaluate(
+        pipe, members=images(8, 0), nonmembers=images(12, 1), attacks=["loss", "pia", "sima"], bootstrap=20
+    )
     assert list(metrics.attack) == ["loss", "pia", "sima"] and metrics.auc.between(0, 1).all()
     assert (metrics.n_members == 4).all() and (metrics.n_nonmembers == 6).all()  # the test halves
-    assert len(scores) == 3 * 20 and scores.groupby("attack").id.nunique().eq(20).all() and np.isfinite(scores.score).all()
+    assert (
+        len(scores) == 3 * 20
+        and scores.groupby("attack").id.nunique().eq(20).all()
+        and np.isfinite(scores.score).all()
+    )
     assert set(scores[scores.role == "member"].id) == {f"tensor:members/{i}" for i in range(8)}
     assert pipe.unet.training and all(p.requires_grad for p in pipe.unet.parameters())  # left as it was given
 
@@ -43,10 +49,20 @@ def test_the_api_gives_the_cli_numbers(tmp_path):
     for name, n, seed in (("members", 6, 0), ("nonmembers", 8, 1)):
         (tmp_path / name).mkdir()
         for i, x in enumerate(images(n, seed)):
-            Image.fromarray(((x.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)).save(tmp_path / name / f"{i:03d}.png")
-    _, api_scores = lab.evaluate(pipe, tmp_path / "members", tmp_path / "nonmembers", attacks=["loss", "pia"], bootstrap=10)
-    cli_scores, _, _ = run(str(tmp_path / "pipe"), ["loss", "pia"], members=str(tmp_path / "members"),
-                           nonmembers=str(tmp_path / "nonmembers"), out=str(tmp_path / "out"), bootstrap=10)
+            Image.fromarray(((x.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)).save(
+                tmp_path / name / f"{i:03d}.png"
+            )
+    _, api_scores = lab.evaluate(
+        pipe, tmp_path / "members", tmp_path / "nonmembers", attacks=["loss", "pia"], bootstrap=10
+    )
+    cli_scores, _, _ = run(
+        str(tmp_path / "pipe"),
+        ["loss", "pia"],
+        members=str(tmp_path / "members"),
+        nonmembers=str(tmp_path / "nonmembers"),
+        out=str(tmp_path / "out"),
+        bootstrap=10,
+    )
     key = ["attack", "id"]
     a, c = api_scores.sort_values(key).reset_index(drop=True), cli_scores.sort_values(key).reset_index(drop=True)
     pd.testing.assert_series_equal(a.score, c.score)

@@ -2,9 +2,9 @@
 
 import json
 
-import numpy as np
 import pytest
 from conftest import fit_tiny
+from helpers import assert_same_scores
 from test_latent import image_folder, save_pipeline
 
 from lab.attack import run
@@ -25,18 +25,34 @@ def test_ddp_attack_scores_every_example_once_and_matches_one_process(tmp_path):
     assert not two.duplicated(["attack", "id"]).any()
     merged = one.merge(two, on=["attack", "id"], suffixes=("_one", "_two"))
     assert len(merged) == 45 and (merged.role_one == merged.role_two).all()
-    np.testing.assert_allclose(merged.score_two, merged.score_one, rtol=1e-5, atol=1e-7)
+    for attack, pair in merged.groupby("attack"):  # uneven shards are other batch shapes: equal up to rounding
+        assert_same_scores(pair.score_two, pair.score_one, attack)
     assert (two.calls_per_example == one.calls_per_example).all()
 
 
 @pytest.mark.slow
 def test_ddp_fit_shares_the_members_between_processes(tmp_path):
-    common = ("--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.callbacks",
-              "[{class_path: lab.callbacks.ScheduledExport, init_args: {epochs: [2]}}]")
+    common = (
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.callbacks",
+        "[{class_path: lab.callbacks.ScheduledExport, init_args: {epochs: [2]}}]",
+    )
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     one, _ = fit_tiny(tmp_path / "one", *common)
-    two, _ = fit_tiny(tmp_path / "two", *common, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu")
+    two, _ = fit_tiny(
+        tmp_path / "two",
+        *common,
+        "--trainer.strategy",
+        "ddp_spawn",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+    )
     assert (one / "split.json").read_text() == (two / "split.json").read_text()
     meta_one = json.loads((one / "epoch_0002" / "target.json").read_text())
     meta_two = json.loads((two / "epoch_0002" / "target.json").read_text())

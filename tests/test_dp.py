@@ -76,8 +76,13 @@ def test_timestep_multiplicity_averages_inside_each_examples_gradient(tmp_path):
     model = PixelDDPM(image_size=8, channels=1, block_out_channels=(8, 8), norm_num_groups=4, dp=dp)
     check = CheckPerExampleGradients()
     trainer = pl.Trainer(
-        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[check],
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[check],
     )
     trainer.fit(model, dm)
     assert check.checked == 4 and model.private.report()["steps"] == 4
@@ -120,13 +125,26 @@ def test_modules_opacus_cannot_handle_are_named(tmp_path):
     class WithBatchNorm(PixelDDPM):
         def __init__(self, **kw):
             super().__init__(**kw)
-            self.unet.conv_in = torch.nn.Sequential(self.unet.conv_in, torch.nn.BatchNorm2d(self.unet.conv_in.out_channels))
+            self.unet.conv_in = torch.nn.Sequential(
+                self.unet.conv_in, torch.nn.BatchNorm2d(self.unet.conv_in.out_channels)
+            )
 
     dm = MembershipDataModule(members=8, nonmembers=4, image_size=8, batch_size=4)
-    model = WithBatchNorm(image_size=8, channels=1, block_out_channels=(8, 8), norm_num_groups=4,
-                          dp=DPSGD(enabled=True, noise_multiplier=1.0))
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    model = WithBatchNorm(
+        image_size=8,
+        channels=1,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        dp=DPSGD(enabled=True, noise_multiplier=1.0),
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(LabError, match=r"Opacus cannot make these modules private: conv_in.1 \(BatchNorm2d\)"):
         trainer.fit(model, dm)
 
@@ -141,10 +159,21 @@ def test_more_than_one_optimizer_is_refused(tmp_path):
             return [super().configure_optimizers()["optimizer"], torch.optim.SGD(self.unet.parameters(), lr=0.1)]
 
     dm = MembershipDataModule(members=8, nonmembers=4, image_size=8, batch_size=4)
-    model = TwoOptimizers(image_size=8, channels=1, block_out_channels=(8, 8), norm_num_groups=4,
-                          dp=DPSGD(enabled=True, noise_multiplier=1.0))
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    model = TwoOptimizers(
+        image_size=8,
+        channels=1,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        dp=DPSGD(enabled=True, noise_multiplier=1.0),
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(LabError, match="one optimizer"):
         trainer.fit(model, dm)
 
@@ -155,8 +184,17 @@ def test_a_resumed_dp_fit_keeps_counting_epsilon(dp_run, tmp_path, monkeypatch):
     run, _ = dp_run
     shutil.copytree(run, tmp_path / "checkpoints" / "ddpm_tiny")
     monkeypatch.chdir(tmp_path)
-    main(["--config", str(TINY_CONFIG), *DP_ARGS, "--trainer.max_epochs", "3",
-          "--ckpt_path", "checkpoints/ddpm_tiny/lightning/last.ckpt"])
+    main(
+        [
+            "--config",
+            str(TINY_CONFIG),
+            *DP_ARGS,
+            "--trainer.max_epochs",
+            "3",
+            "--ckpt_path",
+            "checkpoints/ddpm_tiny/lightning/last.ckpt",
+        ]
+    )
     privacy = json.loads((tmp_path / "checkpoints/ddpm_tiny/epoch_0003/target.json").read_text())["privacy"]
     reference = create_accountant("prv")
     reference.history = [(1.1, 0.5, 6)]
@@ -170,9 +208,8 @@ def test_opacus_per_example_gradients_are_right_for_a_text_conditioned_unet(tmp_
     import copy
 
     import torch.nn.functional as F
+    from helpers import random_conditional_unet
     from opacus import PrivacyEngine
-
-    from tests.conftest import random_conditional_unet
 
     unet = random_conditional_unet(channels=4, perturb=False)
     g = torch.Generator().manual_seed(0)
@@ -189,8 +226,16 @@ def test_opacus_per_example_gradients_are_right_for_a_text_conditioned_unet(tmp_
         truth.append([p.grad.clone() for p in ref.parameters()])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=3)
     opt = torch.optim.SGD(unet.parameters(), lr=0.1)
-    PrivacyEngine().make_private(module=unet, optimizer=opt, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0,
-                                 poisson_sampling=False, grad_sample_mode="functorch", wrap_model=False)
+    PrivacyEngine().make_private(
+        module=unet,
+        optimizer=opt,
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        poisson_sampling=False,
+        grad_sample_mode="functorch",
+        wrap_model=False,
+    )
     loss(unet, slice(None)).backward()
     for j, p in enumerate(unet.parameters()):
         for i in range(3):
@@ -200,11 +245,26 @@ def test_opacus_per_example_gradients_are_right_for_a_text_conditioned_unet(tmp_
     from lab.targets.autoencoder import AutoencoderStage
 
     dm = MembershipDataModule(members=8, nonmembers=4, image_size=8, batch_size=4, captions="text")
-    model = TextToImage(image_size=8, channels=1, autoencoder=AutoencoderStage(block_out_channels=(8, 8), norm_num_groups=4, epochs=1, batch_size=8),
-                        block_out_channels=(8, 16), attention_head_dim=4, norm_num_groups=4, text_hidden_size=16, text_layers=1,
-                        dp=DPSGD(enabled=True, noise_multiplier=1.0, timesteps_per_example=2))
+    model = TextToImage(
+        image_size=8,
+        channels=1,
+        autoencoder=AutoencoderStage(block_out_channels=(8, 8), norm_num_groups=4, epochs=1, batch_size=8),
+        block_out_channels=(8, 16),
+        attention_head_dim=4,
+        norm_num_groups=4,
+        text_hidden_size=16,
+        text_layers=1,
+        dp=DPSGD(enabled=True, noise_multiplier=1.0, timesteps_per_example=2),
+    )
     check = CheckPerExampleGradients()
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[check])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[check],
+    )
     trainer.fit(model, dm)
     assert check.checked == 2 and model.private.report()["steps"] == 2

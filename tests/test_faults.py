@@ -24,7 +24,10 @@ def test_a_split_with_edited_roles_is_refused_by_the_target_it_was_trained_for(t
 
     run_dir, _ = tiny_run
     target = shutil.copytree(run_dir / "epoch_0001", tmp_path / "target")
-    assert json.loads((target / "target.json").read_text())["split_fingerprint"] == load_target(target).split.fingerprint()
+    assert (
+        json.loads((target / "target.json").read_text())["split_fingerprint"]
+        == load_target(target).split.fingerprint()
+    )
     for edit in ("roles", "splits"):
         d = json.loads((run_dir / "epoch_0001" / "split.json").read_text())
         for row in d["rows"]:
@@ -36,7 +39,9 @@ def test_a_split_with_edited_roles_is_refused_by_the_target_it_was_trained_for(t
         with pytest.raises(SystemExit):
             attack_main(["--target", str(target), "--attacks", "[pia]", "--out", str(tmp_path / "out")])
         err = capsys.readouterr().err
-        assert "lab.attack: error: the split" in err and "is not the one" in err and "fingerprint in target.json" in err
+        assert (
+            "lab.attack: error: the split" in err and "is not the one" in err and "fingerprint in target.json" in err
+        )
         assert not (tmp_path / "out" / "scores.csv").exists()
 
 
@@ -58,10 +63,25 @@ def test_resuming_from_a_checkpoint_of_other_model_settings_is_refused(tiny_run,
     run_dir, _ = tiny_run
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        fit_main(["--config", str(TINY_CONFIG), "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run"),
-                  "--ckpt_path", str(run_dir / "lightning" / "last.ckpt"), "--model.init_args.block_out_channels", "[16, 32]"])
+        fit_main(
+            [
+                "--config",
+                str(TINY_CONFIG),
+                "--trainer.logger",
+                "false",
+                "--trainer.default_root_dir",
+                str(tmp_path / "run"),
+                "--ckpt_path",
+                str(run_dir / "lightning" / "last.ckpt"),
+                "--model.init_args.block_out_channels",
+                "[16, 32]",
+            ]
+        )
     err = capsys.readouterr().err
-    assert "was trained with other model settings" in err and "block_out_channels: checkpoint [8, 16], config [16, 32]" in err
+    assert (
+        "was trained with other model settings" in err
+        and "block_out_channels: checkpoint [8, 16], config [16, 32]" in err
+    )
     assert not (tmp_path / "run" / "epoch_0001").exists()
 
 
@@ -93,11 +113,24 @@ def test_the_run_folder_owns_logs_and_checkpoints(tmp_path, monkeypatch, capsys)
     from lab.fit import main as fit_main
 
     monkeypatch.chdir(tmp_path)
-    fit_main(["--config", str(TINY_CONFIG), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "elsewhere")])
+    fit_main(
+        [
+            "--config",
+            str(TINY_CONFIG),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "elsewhere"),
+        ]
+    )
     run = tmp_path / "elsewhere"
     out = capsys.readouterr()
     assert "[elsewhere] epoch 1/1: loss " in out.out and "ETA" in out.out and "\r" not in out.out + out.err
-    assert (run / "lightning" / "last.ckpt").is_file() and (run / "tensorboard").is_dir() and (run / "epoch_0001").is_dir()
+    assert (
+        (run / "lightning" / "last.ckpt").is_file()
+        and (run / "tensorboard").is_dir()
+        and (run / "epoch_0001").is_dir()
+    )
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -105,11 +138,23 @@ def test_a_study_fit_keeps_a_last_checkpoint(tmp_path, monkeypatch):
     from lab.fit import main as fit_main
 
     cfg = yaml.safe_load(TINY_CONFIG.read_text())
-    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if not c["class_path"].endswith("ModelCheckpoint")]
+    cfg["trainer"]["callbacks"] = [
+        c for c in cfg["trainer"]["callbacks"] if not c["class_path"].endswith("ModelCheckpoint")
+    ]
     (tmp_path / "fit.yaml").write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
-    fit_main(["--config", str(tmp_path / "fit.yaml"), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "arm"),
-              "--trainer.enable_progress_bar", "false"])
+    fit_main(
+        [
+            "--config",
+            str(tmp_path / "fit.yaml"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "arm"),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     assert (tmp_path / "arm" / "lightning" / "last.ckpt").is_file()
 
 
@@ -133,9 +178,22 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkey
     common = ["--config", str(TINY_CONFIG), "--trainer.enable_progress_bar", "false"]
     fit_main([*common, "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(tmp_path / "straight")])
     fit_main([*common, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "resumed")])
-    fit_main([*common, "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", "last"])
+    fit_main(
+        [
+            *common,
+            "--trainer.max_epochs",
+            "4",
+            "--trainer.default_root_dir",
+            str(tmp_path / "resumed"),
+            "--ckpt_path",
+            "last",
+        ]
+    )
     weights = "unet/diffusion_pytorch_model.safetensors"
-    a, b = load_file(tmp_path / "straight" / "epoch_0004" / weights), load_file(tmp_path / "resumed" / "epoch_0004" / weights)
+    a, b = (
+        load_file(tmp_path / "straight" / "epoch_0004" / weights),
+        load_file(tmp_path / "resumed" / "epoch_0004" / weights),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -189,13 +247,37 @@ ATTACK_BAD = [
     (lambda t: [], ["--batch_size", "0"], "--batch_size must be >= 1"),
     (lambda t: (t / "target.json").write_text("{not json"), [], "target.json is not valid JSON"),
     (lambda t: (t / "target.json").write_text("[1, 2]"), [], "target.json is not a JSON object"),
-    (lambda t: _edit_json(t / "target.json", lambda d: {**d, "epoch": "x"}), [], "epoch must be a non-negative integer"),
-    (lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "preprocess"}), [], "not a valid membership split"),
-    (lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "sources"}), [], "not a valid membership split"),
-    (lambda t: _edit_json(t / "split.json", lambda d: {**d, "preprocess": {"image_size": 16}}), [], "preprocess needs image_size"),
-    (lambda t: _edit_json(t / "split.json", lambda d: {**d, "sources": {"member": {"name": "mnist"}}}), [], "sources need a 'nonmember' entry"),
+    (
+        lambda t: _edit_json(t / "target.json", lambda d: {**d, "epoch": "x"}),
+        [],
+        "epoch must be a non-negative integer",
+    ),
+    (
+        lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "preprocess"}),
+        [],
+        "not a valid membership split",
+    ),
+    (
+        lambda t: _edit_json(t / "split.json", lambda d: {k: v for k, v in d.items() if k != "sources"}),
+        [],
+        "not a valid membership split",
+    ),
+    (
+        lambda t: _edit_json(t / "split.json", lambda d: {**d, "preprocess": {"image_size": 16}}),
+        [],
+        "preprocess needs image_size",
+    ),
+    (
+        lambda t: _edit_json(t / "split.json", lambda d: {**d, "sources": {"member": {"name": "mnist"}}}),
+        [],
+        "sources need a 'nonmember' entry",
+    ),
     (lambda t: _edit_json(t / "split.json", lambda d: {**d, "rows": "all"}), [], "'rows' must be a list"),
-    (lambda t: (t.parent / "outfile").write_text("a file, not a folder"), ["--out", "{parent}/outfile"], "cannot write into"),
+    (
+        lambda t: (t.parent / "outfile").write_text("a file, not a folder"),
+        ["--out", "{parent}/outfile"],
+        "cannot write into",
+    ),
 ]
 
 
@@ -211,7 +293,11 @@ def test_bad_attack_input_is_one_line_before_any_scoring(tiny_run, tmp_path, cap
     if "--out" not in args:
         args += ["--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as e:
-        attack_main(["--target", str(target), "--attacks", "[pia]", *args] if "--attacks" not in args else ["--target", str(target), *args])
+        attack_main(
+            ["--target", str(target), "--attacks", "[pia]", *args]
+            if "--attacks" not in args
+            else ["--target", str(target), *args]
+        )
     assert e.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lab.attack: error: ") and message in lines[0], lines
@@ -222,8 +308,7 @@ def test_a_folder_source_refuses_the_filesystem_root_and_decompression_bombs(tmp
     import numpy as np
     from PIL import Image
 
-    from lab.data import load_source
-    from lab.data import sources
+    from lab.data import load_source, sources
 
     with pytest.raises(LabError, match="is the filesystem root"):
         load_source("folder", "/")
@@ -246,7 +331,9 @@ def test_an_attack_rerun_keeps_each_finished_target_attack_and_gives_the_same_ta
     clean, clean_table, _ = run(target, {"loss": {}, "pia": {}}, out=str(tmp_path / "clean"), bootstrap=5)
     cols = ["attack", "id", "role", "split", "score", "settings", "split_fingerprint"]
     pd.testing.assert_frame_equal(resumed[cols], clean[cols])
-    pd.testing.assert_frame_equal(resumed_table.drop(columns="seconds"), clean_table.drop(columns="seconds"))  # wall time differs
+    pd.testing.assert_frame_equal(
+        resumed_table.drop(columns="seconds"), clean_table.drop(columns="seconds")
+    )  # wall time differs
     # other settings are scored again, not taken from the kept rows
     changed, _, _ = run(target, {"loss": {"timesteps": [50]}}, out=str(tmp_path / "resumed"), bootstrap=5)
     assert "kept from an earlier run" not in capsys.readouterr().out
@@ -269,9 +356,18 @@ def test_sigterm_inside_a_study_or_an_attack_is_an_error_with_a_hint():
 def test_sigterm_stops_an_attack_with_exit_143_and_a_rerun_keeps_finished_attacks(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     out = tmp_path / "out"
-    args = ["--target", str(run_dir / "epoch_0002"), "--attacks", "{loss: {}, secmi_stat: {t_sec: 999, interval: 1}}", "--out", str(out)]
+    args = [
+        "--target",
+        str(run_dir / "epoch_0002"),
+        "--attacks",
+        "{loss: {}, secmi_stat: {t_sec: 999, interval: 1}}",
+        "--out",
+        str(out),
+    ]
     proc = lab_command("lab.attack", *args, cwd=tmp_path)
-    wait_for(lambda: (out / ".partial" / "epoch_0002__loss.csv").is_file(), 120, proc)  # loss done; secmi (999 calls an example) inside trainer.predict
+    wait_for(
+        lambda: (out / ".partial" / "epoch_0002__loss.csv").is_file(), 120, proc
+    )  # loss done; secmi (999 calls an example) inside trainer.predict
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     err = proc.stderr.read()

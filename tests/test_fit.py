@@ -64,7 +64,11 @@ def test_print_config_and_module_entry_point(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-m", "lab.fit", "--config", str(TINY_CONFIG), "--print_config"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "class_path: lab.targets.PixelDDPM" in out and "members: 32" in out
     assert not (tmp_path / "checkpoints").exists()
@@ -75,9 +79,24 @@ def test_a_fit_outside_a_terminal_prints_progress_lines_and_no_library_chatter(t
     banners and tips are not printed; the fit's progress lines are."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
-        [sys.executable, "-m", "lab.fit", "--config", str(TINY_CONFIG), "--trainer.max_epochs", "1",
-         "--trainer.log_every_n_steps", "50", "--trainer.default_root_dir", str(tmp_path / "run")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "lab.fit",
+            "--config",
+            str(TINY_CONFIG),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.log_every_n_steps",
+            "50",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     chatter = ("logging interval", "GPU available", "TPU available", "Tip:", "LeafSpec", "Warning")
     assert not [line for line in (run.stdout + run.stderr).splitlines() if any(c in line for c in chatter)]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import differ, draws, eps, linear_abar, move, noise, pix_mean, q
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from lab.attacks import ATTACKS
@@ -29,7 +30,7 @@ ROWS = torch.tensor([3, 0, 7, 12, 5])
 
 
 def make_unet() -> diffusers.UNet2DModel:
-    from conftest import random_unet
+    from helpers import random_unet
 
     return random_unet()
 
@@ -58,44 +59,10 @@ def target(unet):
 
 @pytest.fixture(scope="module")
 def abar():
-    # linear betas 1e-4 .. 0.02, written out independently of the scheduler, then checked against it
-    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float32)
-    a = torch.cumprod(1.0 - betas, dim=0)
-    torch.testing.assert_close(a, diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.float())
-    return a
+    return linear_abar()
 
 
 # ----------------------------------------------------------------------------- the shared equations
-
-
-def noise(row: int, d: int, shape, seed: int = 0) -> torch.Tensor:
-    """The documented seeding rule: draw d for split row `row` under attack seed `seed`."""
-    state = int(np.random.SeedSequence([seed, int(row), int(d)]).generate_state(1)[0])
-    g = torch.Generator().manual_seed(state)
-    return torch.randn(tuple(shape), generator=g)
-
-
-def draws(x0, d, rows=ROWS) -> torch.Tensor:
-    return torch.stack([noise(int(r), d, x0.shape[1:]) for r in rows])
-
-
-def eps(unet, x, t: int) -> torch.Tensor:
-    with torch.no_grad():
-        return unet(x, torch.full((x.shape[0],), int(t), dtype=torch.long)).sample
-
-
-def q(abar, x0, t, e):
-    return abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * e
-
-
-def move(abar, x, s, t, e):
-    """Deterministic DDIM move from timestep s to t given the noise prediction e."""
-    x0_pred = (x - (1 - abar[s]).sqrt() * e) / abar[s].sqrt()
-    return abar[t].sqrt() * x0_pred + (1 - abar[t]).sqrt() * e
-
-
-def pix_mean(v):
-    return v.flatten(1).mean(1)
 
 
 def pix_sum(v):
@@ -109,10 +76,6 @@ def score(target, name, x0, rows=ROWS, grad=False, **settings):
     with torch.inference_mode():
         got = attack.score(x0, rows)
     return got.clone().float()
-
-
-def differ(a, b):
-    return not torch.allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 def close(got, expected):
@@ -152,7 +115,7 @@ def multistep_losses(unet, abar, x0, grid_step, truncation, num_noise=1):
     for t in range(0, truncation + 1, grid_step):
         L = 0
         for k in range(num_noise):
-            e = draws(x0, k)
+            e = draws(x0, k, ROWS)
             L = L + pix_mean((eps(unet, q(abar, x0, t, e), t) - e) ** 2)
         per_t.append(L / num_noise)
     return torch.stack(per_t, dim=1)  # (B, |T|)
@@ -264,7 +227,7 @@ def expected_pfami(unet, abar, x0, timesteps, strengths, noise_mode):
         L = []
         for c, copy in enumerate(copies):
             d = j * (1 + len(strengths)) + c if noise_mode == "fresh" else j
-            e = draws(x0, d)
+            e = draws(x0, d, ROWS)
             L.append(pix_mean((eps(unet, q(abar, copy, t, e), t) - e) ** 2))
         for c in range(1, len(copies)):
             Fs.append((L[c] - L[0]) / L[0])
@@ -286,8 +249,10 @@ def test_pfami_matches_the_paper_with_default_strengths(unet, target, abar, x0):
     expected = expected_pfami(unet, abar, x0, [100], [lam], "fresh")
     close(score(target, "pfami", x0, timesteps=[100]), expected)
     # the neighbour is a 13-pixel centre crop (round), not a 12-pixel one (floor of 16 * 0.811)
-    wrong = [x0] + [F.interpolate(x0[..., 2:14, 2:14], size=(16, 16), mode="bilinear", align_corners=False, antialias=True)]
-    e0, e1 = draws(x0, 0), draws(x0, 1)
+    wrong = [x0] + [
+        F.interpolate(x0[..., 2:14, 2:14], size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+    ]
+    e0, e1 = draws(x0, 0, ROWS), draws(x0, 1, ROWS)
     L0 = pix_mean((eps(unet, q(abar, wrong[0], 100, e0), 100) - e0) ** 2)
     L1 = pix_mean((eps(unet, q(abar, wrong[1], 100, e1), 100) - e1) ** 2)
     assert differ(expected, (L1 - L0) / L0)
@@ -335,7 +300,7 @@ def test_gradient_norm_matches_the_paper(unet, target, abar, x0):
 
 
 def expected_reconstruction(unet, abar, x0, T, steps, metric, data_range=2.0, clamp=True):
-    x = q(abar, x0, T, draws(x0, 0))
+    x = q(abar, x0, T, draws(x0, 0, ROWS))
     grid = torch.linspace(T, 0, steps + 1).round().long().tolist()
     for a, b in zip(grid[:-1], grid[1:]):
         x = move(abar, x, a, b, eps(unet, x, a))
@@ -359,14 +324,17 @@ def test_reconstruction_matches_the_paper(unet, target, abar, x0, metric):
 
 
 def test_reconstruction_default_metric_is_ssim(unet, target, abar, x0):
-    close(score(target, "reconstruction", x0, timestep=100, steps=4), expected_reconstruction(unet, abar, x0, 100, 4, "ssim"))
+    close(
+        score(target, "reconstruction", x0, timestep=100, steps=4),
+        expected_reconstruction(unet, abar, x0, 100, 4, "ssim"),
+    )
 
 
 # ----------------------------------------------------------------------------- 8. graybox
 
 
 def graybox_terms(unet, abar, x0, grid_step, truncation, clip=False):
-    e = draws(x0, 0)
+    e = draws(x0, 0, ROWS)
     L, ident = [], []
     for t in range(grid_step, truncation + 1, grid_step):
         s = t - grid_step
@@ -386,7 +354,7 @@ def test_graybox_formula_is_a_plain_ddim_step(unet, abar, x0):
     """Cross-check of the expected side: my DDIM step equals diffusers' DDIMScheduler.step (eta 0, no clipping)."""
     sched = diffusers.DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
     sched.set_timesteps(1000 // 50)
-    e = draws(x0, 0)
+    e = draws(x0, 0, ROWS)
     for t in (50, 100, 150):
         xt = q(abar, x0, t, e)
         pred = eps(unet, xt, t)

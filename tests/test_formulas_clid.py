@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import draws, linear_abar, noise, q
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import RobustScaler, StandardScaler
@@ -102,20 +103,36 @@ def models(tmp_path_factory):
     tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=16, pad_token="<|endoftext|>")
     torch.manual_seed(0)
     config = CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, vocab_size=size,
-        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        vocab_size=size,
+        max_position_embeddings=16,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
     )
     text_encoder = CLIPTextModel(config).float().eval()
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=4,
     )
     g = torch.Generator().manual_seed(1234)
     with torch.no_grad():
         for p in unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))  # zero-initialised projections too: output depends on the text
+            p.add_(
+                0.05 * torch.randn(p.shape, generator=g)
+            )  # zero-initialised projections too: output depends on the text
     return unet.float().eval(), text_encoder, tokenizer
 
 
@@ -124,8 +141,13 @@ def target(models):
     """The lab's target, on copies: whatever `bind` does to its modules cannot touch the expected side."""
     unet, text_encoder, tokenizer = (copy.deepcopy(m) for m in models)
     return Target(
-        unet=unet, scheduler=diffusers.DDPMScheduler(num_train_timesteps=1000), split=None, split_path=None,
-        path=None, text_encoder=text_encoder, tokenizer=tokenizer,
+        unet=unet,
+        scheduler=diffusers.DDPMScheduler(num_train_timesteps=1000),
+        split=None,
+        split_path=None,
+        path=None,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
     )
 
 
@@ -137,44 +159,33 @@ def x0():
 
 @pytest.fixture(scope="module")
 def abar():
-    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float32)
-    a = torch.cumprod(1.0 - betas, dim=0)
-    torch.testing.assert_close(a, diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.float())
-    return a
+    return linear_abar()
 
 
 # ----------------------------------------------------------------------------- the shared equations
-
-
-def noise(row: int, d: int, shape, seed: int = 0) -> torch.Tensor:
-    """The documented seeding rule: draw d for split row `row` under attack seed `seed`."""
-    state = int(np.random.SeedSequence([seed, int(row), int(d)]).generate_state(1)[0])
-    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(state))
-
-
-def draws(x0, d: int, rows=ROWS, seed: int = 0) -> torch.Tensor:
-    return torch.stack([noise(int(r), d, x0.shape[1:], seed) for r in rows])
 
 
 def embed(models, captions: list[str]) -> torch.Tensor:
     """Stable Diffusion's prompt embedding: max-length padded ids -> last hidden state."""
     _, text_encoder, tokenizer = models
     ids = tokenizer(
-        list(captions), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        list(captions),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
     ).input_ids
     with torch.no_grad():
         return text_encoder(ids)[0]
-
-
-def q(abar, x0, t: int, e):
-    return abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * e
 
 
 def err(models, abar, x0, t: int, e, emb) -> torch.Tensor:
     """Per-example mean over pixels of the squared noise-prediction error."""
     unet = models[0]
     with torch.no_grad():
-        pred = unet(q(abar, x0, t, e), torch.full((x0.shape[0],), int(t), dtype=torch.long), encoder_hidden_states=emb).sample
+        pred = unet(
+            q(abar, x0, t, e), torch.full((x0.shape[0],), int(t), dtype=torch.long), encoder_hidden_states=emb
+        ).sample
     return ((pred - e) ** 2).flatten(1).mean(1)
 
 
@@ -203,8 +214,20 @@ def expected_loss(models, abar, x0, captions, timesteps, num_noise, rows=ROWS):
     return -total / (len(timesteps) * num_noise)
 
 
-def clid_terms(models, abar, x0, captions, timesteps=DEFAULT_T, num_noise=1, reductions="thirds", rows=ROWS,
-               draw_index=lambda i, k, num_noise: i * num_noise + k, reduced_offset=0, seed=0, reduce=thirds):
+def clid_terms(
+    models,
+    abar,
+    x0,
+    captions,
+    timesteps=DEFAULT_T,
+    num_noise=1,
+    reductions="thirds",
+    rows=ROWS,
+    draw_index=lambda i, k, num_noise: i * num_noise + k,
+    reduced_offset=0,
+    seed=0,
+    reduce=thirds,
+):
     """(l(c), [l(c*_j)]) per example. `draw_index`, `reduced_offset` and `reduce` exist only to build
     the plausible mistakes of the teeth tests; their defaults are the documented equation."""
     variants = [list(captions)]
@@ -340,7 +363,9 @@ def test_clid_default_matches_the_paper(target, x0, clid_default, condition):
 
 
 def test_clid_default_settings_spelled_out(target, x0, clid_default):
-    got = predict(target, "clid", x0, CAPTIONS, timesteps=DEFAULT_T, num_noise=1, alpha=1.0, reductions="thirds", seed=0)
+    got = predict(
+        target, "clid", x0, CAPTIONS, timesteps=DEFAULT_T, num_noise=1, alpha=1.0, reductions="thirds", seed=0
+    )
     close(got, clid_default)
 
 
@@ -388,11 +413,13 @@ def test_clid_differs_from_plausible_mistakes(models, abar, x0, terms, clid_defa
     assert clid_default.argsort().tolist() != clid_from_terms(l_c, l_red[-1:]).argsort().tolist()
     # L with a + sign (the plain loss instead of the ELBO term)
     assert differ(correct_mix, 0.5 * clid_from_terms(l_c, l_red) + 0.5 * l_c)
+
     # words instead of characters for the thirds
     def word_thirds(c):
         w = c.split()
         n = len(w)
         return [" ".join(w[: n // 3]), " ".join(w[n // 3 : 2 * n // 3]), " ".join(w[2 * n // 3 :])]
+
     assert differ(clid_default, expected_clid(models, abar, x0, CAPTIONS, reduce=word_thirds))
 
 
@@ -466,8 +493,18 @@ def test_learned_clid_features(models, target, abar, x0, terms, name, reductions
     if reductions == "null":  # the null column is the same number in both modes (same noise, same captions)
         close(expected[:, 1], expected_features(*terms)[:, -1])
     perm = torch.tensor([4, 2, 0, 3, 1])
-    got = predict_features(target, name, x0[perm], [CAPTIONS[i] for i in perm], rows=ROWS[perm],
-                           timesteps=DEFAULT_T, num_noise=1, reductions=reductions, seed=0, **LEARNED[name])
+    got = predict_features(
+        target,
+        name,
+        x0[perm],
+        [CAPTIONS[i] for i in perm],
+        rows=ROWS[perm],
+        timesteps=DEFAULT_T,
+        num_noise=1,
+        reductions=reductions,
+        seed=0,
+        **LEARNED[name],
+    )
     assert got.shape == expected.shape
     close(got, expected[perm])
     # teeth: the columns are distinct numbers, so their order and signs matter
@@ -640,7 +677,9 @@ def test_clid_th_decision_is_scale_free_per_feature(target):
 
     b = ATTACKS["clid_th"](timesteps=DEFAULT_T, num_noise=1, reductions="thirds", seed=0).bind(target)
     b.fit(moved(feats), y.clone())
-    torch.testing.assert_close(torch.as_tensor(b.decision(moved(other))).double().reshape(-1), base, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.as_tensor(b.decision(moved(other))).double().reshape(-1), base, rtol=1e-4, atol=1e-5
+    )
 
 
 # --------------------------------------------------------------------------- CLiD_vec on hand-made features

@@ -34,6 +34,7 @@ RTOL, ATOL = 1e-4, 1e-6
 
 # --------------------------------------------------------------------------- fixture
 
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """The models are tiny: one intra-op thread avoids OpenMP oversubscription on a busy 2-core box."""
@@ -46,9 +47,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def setup():
     """(target, reference copy of the unet, abar, x0, rows): a tiny perturbed UNet on 16x16 images."""
-    from lab.targets.load import Target
+    from helpers import random_unet
 
-    from conftest import random_unet
+    from lab.targets.load import Target
 
     unet = random_unet()
     ref = copy.deepcopy(unet).eval()  # our own copy: `bind` may switch requires_grad off on the target's
@@ -70,6 +71,7 @@ def bound(target, name, **settings):
 
 
 # --------------------------------------------------------------------------- plain-torch helpers
+
 
 def draw(row: int, d: int, shape, seed: int = 0) -> torch.Tensor:
     """Noise draw d of split row `row` under attack seed `seed`."""
@@ -112,12 +114,15 @@ def assert_close(actual, expected, rtol=RTOL, atol=ATOL):
 
 # --------------------------------------------------------------------------- GSA
 
+
 def gsa_expected(ref, abar, x0, rows, timesteps, which: int) -> torch.Tensor:
     params = list(ref.parameters())
     out = []
     for i in range(x0.shape[0]):
         xi = x0[i : i + 1]
-        losses = [loss_t(ref, abar, xi, t, draw(rows[i], j, x0.shape[1:]).unsqueeze(0))[0] for j, t in enumerate(timesteps)]
+        losses = [
+            loss_t(ref, abar, xi, t, draw(rows[i], j, x0.shape[1:]).unsqueeze(0))[0] for j, t in enumerate(timesteps)
+        ]
         if which == 1:
             grads = torch.autograd.grad(torch.stack(losses).mean(), params, allow_unused=True)
             feats = [torch.zeros(()) if g is None else g.norm() for g in grads]
@@ -158,6 +163,7 @@ def test_gsa_features_are_per_parameter_gradient_norms(setup, gsa_both, name, wh
 
 # --------------------------------------------------------------------------- SecMI
 
+
 @torch.no_grad()
 def secmi_expected(ref, abar, x0, t_sec, k):
     x = x0.clone()
@@ -188,6 +194,7 @@ def test_secmi_nn_inversion_walks_the_documented_grid(setup):
 
 # --------------------------------------------------------------------------- PFAMI
 
+
 def crop_resize(x, lam):
     h = x.shape[-1]
     side = max(1, int(round(h * lam)))
@@ -208,8 +215,8 @@ def pfami_expected(ref, abar, x0, rows, timesteps, strengths, noise):
             d = j * (1 + n) + c if noise == "fresh" else j
             e = torch.stack([draw(rows[i], d, x0.shape[1:]) for i in range(B)])
             losses.append(loss_t(ref, abar, xc, t, e))
-        for l in range(n):
-            out[:, j, l] = (losses[1 + l] - losses[0]) / losses[0]
+        for k in range(n):
+            out[:, j, k] = (losses[1 + k] - losses[0]) / losses[0]
     return out.flatten(1)
 
 
@@ -233,6 +240,7 @@ def test_pfami_nn_noise_modes_differ(setup):
 
 
 # --------------------------------------------------------------------------- blind
+
 
 def test_blind_features_are_the_pixels(setup):
     target, _, _, x0, rows = setup
@@ -310,9 +318,10 @@ def test_classifier_decision_depends_on_the_labels(setup, name):
 
 # --------------------------------------------------------------------------- LiRA
 
-def lira_expected(l, refs, is_in, global_variance, online):
+
+def lira_expected(loss, refs, is_in, global_variance, online):
     """Loop-based recomputation in float64 (no vectorised tricks shared with an implementation)."""
-    l, refs = l.double(), refs.double()
+    loss, refs = loss.double(), refs.double()
     K, B = refs.shape
 
     def stats(mask):
@@ -340,7 +349,7 @@ def lira_expected(l, refs, is_in, global_variance, online):
 
     out = []
     for b in range(B):
-        x = float(l[b])
+        x = float(loss[b])
         if online:
             out.append(logpdf(x, mu_in[b], s_in[b]) - logpdf(x, mu_out[b], s_out[b]))
         else:
@@ -378,9 +387,9 @@ IS_IN = torch.tensor(
 L = torch.tensor([1.25, 2.6, 1.1], dtype=torch.float64)  # near "in", near "out", near "in"
 
 
-def call_lira(l, refs, is_in, global_variance, online):
-    score = lira_fn()(l.clone(), refs.clone(), is_in.clone(), global_variance=global_variance, online=online)
-    assert isinstance(score, torch.Tensor) and tuple(score.shape) == (l.shape[0],)
+def call_lira(loss, refs, is_in, global_variance, online):
+    score = lira_fn()(loss.clone(), refs.clone(), is_in.clone(), global_variance=global_variance, online=online)
+    assert isinstance(score, torch.Tensor) and tuple(score.shape) == (loss.shape[0],)
     return score
 
 
@@ -399,8 +408,9 @@ def test_lira_online_global_variance():
     # pooled in: (0.08 + 0.02 + 0.50) / (6 - 3) = 0.2; pooled out: (0.18 + 0.18 + 1.28) / 3
     v_in, v_out = 0.6 / 3, 1.64 / 3
     hand = [
-        (-0.5 * math.log(v_in) - 0.5 * (l - mi) ** 2 / v_in) - (-0.5 * math.log(v_out) - 0.5 * (l - mo) ** 2 / v_out)
-        for l, mi, mo in zip(L.tolist(), [1.2, 2.1, 1.0], [2.3, 2.7, 1.7])
+        (-0.5 * math.log(v_in) - 0.5 * (loss - mi) ** 2 / v_in)
+        - (-0.5 * math.log(v_out) - 0.5 * (loss - mo) ** 2 / v_out)
+        for loss, mi, mo in zip(L.tolist(), [1.2, 2.1, 1.0], [2.3, 2.7, 1.7])
     ]
     torch.testing.assert_close(expected, torch.tensor(hand, dtype=torch.float64), rtol=1e-10, atol=1e-10)
     assert_close(score, expected, rtol=1e-5, atol=1e-6)
@@ -418,7 +428,10 @@ def test_lira_online_global_variance_with_a_single_in_reference():
 def test_lira_offline_per_example_variance():
     score = call_lira(L, REFS, IS_IN, global_variance=False, online=False)
     expected = lira_expected(L, REFS, IS_IN, False, False)
-    hand = torch.tensor([(2.3 - 1.25) / math.sqrt(0.18), (2.7 - 2.6) / math.sqrt(0.18), (1.7 - 1.1) / math.sqrt(1.28)], dtype=torch.float64)
+    hand = torch.tensor(
+        [(2.3 - 1.25) / math.sqrt(0.18), (2.7 - 2.6) / math.sqrt(0.18), (1.7 - 1.1) / math.sqrt(1.28)],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(expected, hand, rtol=1e-10, atol=1e-10)
     assert_close(score, expected, rtol=1e-5, atol=1e-6)
 
@@ -441,8 +454,8 @@ def test_lira_offline_when_no_example_is_ever_in():
 def test_lira_clamps_the_standard_deviation():
     refs = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]], dtype=torch.float64)  # zero spread
     is_in = torch.zeros((3, 2), dtype=torch.bool)
-    l = torch.tensor([0.999, 2.0005], dtype=torch.float64)
-    score = call_lira(l, refs, is_in, global_variance=False, online=False)
+    loss = torch.tensor([0.999, 2.0005], dtype=torch.float64)
+    score = call_lira(loss, refs, is_in, global_variance=False, online=False)
     assert_close(score, torch.tensor([0.001 / 1e-4, -0.0005 / 1e-4], dtype=torch.float64), rtol=1e-4, atol=1e-4)
 
 

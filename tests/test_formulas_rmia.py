@@ -33,6 +33,7 @@ TIE_MARGIN = 1e-6  # |log LR - log gamma| for every pair that is not an exact, d
 
 # --------------------------------------------------------------------------- expected
 
+
 def rmia_lr(target, refs, is_in, online, offline_a, *, mutant=None):
     """(B, B) list of LR(x, z) and (B,) ratios Pr(x | target) / Pr(x), from the definitions."""
     target = [float(v) for v in target.double()]
@@ -40,12 +41,12 @@ def rmia_lr(target, refs, is_in, online, offline_a, *, mutant=None):
     refs = [[float(refs[k, b]) for b in range(B)] for k in range(K)]
     is_in = [[bool(is_in[k, b]) for b in range(B)] for k in range(K)]
 
-    def prob(l):
+    def prob(log_loss):
         if mutant == "loss":  # the mean loss itself
-            return math.exp(l)
+            return math.exp(log_loss)
         if mutant == "exp_neg_l":  # forgetting that l is a log: exp(-l)
-            return math.exp(-l)
-        return math.exp(-math.exp(l))
+            return math.exp(-log_loss)
+        return math.exp(-math.exp(log_loss))
 
     def mean(xs):
         assert xs, "an example with no reference on the side the rule needs"
@@ -99,6 +100,7 @@ def assert_no_near_ties(target, refs, is_in, population, online, offline_a, gamm
 
 
 # --------------------------------------------------------------------------- interface
+
 
 def rmia_fn():
     from lab.attacks.rmia import rmia_scores
@@ -210,6 +212,7 @@ def test_rmia_hand_marginals():
 
 # --------------------------------------------------------------------------- formula
 
+
 @pytest.mark.parametrize("config", CONFIGS, ids=cfg_id)
 def test_rmia_matches_the_definition(config):
     online, a, gamma = config
@@ -264,6 +267,7 @@ def test_offline_correction_vanishes_at_a_equal_one():
 
 # --------------------------------------------------------------------------- properties
 
+
 def test_references_equal_to_the_target_give_likelihood_ratio_one():
     """refs == target: offline with a = 1 (all out), and online (any in/out mix), give
     Pr(x | target) / Pr(x) = 1 for every example, so LR == 1 for every pair: no pair is above
@@ -281,7 +285,9 @@ def test_offline_with_references_equal_to_the_target_ranks_by_loss(a):
     """refs == target, all out, offline with a < 1: Pr(x|target) / Pr(x) = 2p / ((1 + a) p + 1 - a),
     increasing in p = exp(-exp(l)), so LR(x, z) > 1 iff l(x) < l(z): score(x) is the fraction of
     the other population examples with a larger statistic."""
-    target = torch.linspace(-1.5, 0.8, B, dtype=torch.float64)[torch.randperm(B, generator=torch.Generator().manual_seed(3))]
+    target = torch.linspace(-1.5, 0.8, B, dtype=torch.float64)[
+        torch.randperm(B, generator=torch.Generator().manual_seed(3))
+    ]
     refs = target.expand(K, B).clone()
     is_in = torch.zeros((K, B), dtype=torch.bool)
     hand = []
@@ -320,6 +326,7 @@ def test_scores_do_not_increase_with_gamma():
 
 # --------------------------------------------------------------------------- RMIA.finalize
 
+
 def make_split(n_val=6, n_test=4):
     from lab.data.split import MembershipSplit
 
@@ -346,7 +353,9 @@ def finalize_fixture(seed=5):
     return split, is_in, rows, values
 
 
-def finalize_expected(split, is_in, rows, values, online, a, gamma, population_rule="validation_nonmembers", positional=False):
+def finalize_expected(
+    split, is_in, rows, values, online, a, gamma, population_rule="validation_nonmembers", positional=False
+):
     v = values.double()
     target, refs = v[:, 0], v[:, 1:].T
     mask = is_in[:, : len(rows)] if positional else is_in[:, torch.as_tensor(rows)]
@@ -362,7 +371,9 @@ def finalize_expected(split, is_in, rows, values, online, a, gamma, population_r
 FINALIZE_CASES = [(True, {}), (False, {}), (False, {"offline_a": 0.6, "gamma": 1.3}), (True, {"gamma": 1.3})]
 
 
-@pytest.mark.parametrize("online, settings", FINALIZE_CASES, ids=[f"{'online' if o else 'offline'}-{s}" for o, s in FINALIZE_CASES])
+@pytest.mark.parametrize(
+    "online, settings", FINALIZE_CASES, ids=[f"{'online' if o else 'offline'}-{s}" for o, s in FINALIZE_CASES]
+)
 def test_finalize_end_to_end(online, settings):
     from lab.attacks import ATTACKS
 
@@ -384,6 +395,9 @@ def test_finalize_end_to_end(online, settings):
     attack.is_in = is_in.clone()
     attack.online = online
     scores = attack.finalize(values.clone(), rows.copy(), split)
-    assert isinstance(scores, np.ndarray) and scores.dtype == np.float64, (type(scores), getattr(scores, "dtype", None))
+    assert isinstance(scores, np.ndarray) and scores.dtype == np.float64, (
+        type(scores),
+        getattr(scores, "dtype", None),
+    )
     assert scores.shape == (len(rows),)
     np.testing.assert_allclose(scores, expected.numpy(), rtol=0, atol=SCORE_ATOL)

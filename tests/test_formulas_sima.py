@@ -17,6 +17,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+from helpers import eps, pix_mean
 
 from lab.attacks import ATTACKS
 from lab.targets.load import Target
@@ -29,7 +30,7 @@ ROWS = torch.tensor([3, 0, 7, 12, 5])
 
 
 def make_unet() -> diffusers.UNet2DModel:
-    from conftest import random_unet
+    from helpers import random_unet
 
     return random_unet()
 
@@ -57,26 +58,6 @@ def x0():
 
 
 # ----------------------------------------------------------------------------- the equations
-
-
-def eps(unet, x, t: int) -> torch.Tensor:
-    with torch.no_grad():
-        return unet(x, torch.full((x.shape[0],), int(t))).sample
-
-
-def pix_mean(v: torch.Tensor) -> torch.Tensor:
-    return v.flatten(1).mean(1)
-
-
-def noise(row: int, k: int, shape, seed: int = 0) -> torch.Tensor:
-    """The lab's seeding rule: draw k for split row `row` under attack seed `seed`."""
-    state = int(np.random.SeedSequence([seed, int(row), int(k)]).generate_state(1)[0])
-    g = torch.Generator().manual_seed(state)
-    return torch.randn(tuple(shape), generator=g)
-
-
-def draws(x0, k: int, rows=ROWS, seed: int = 0) -> torch.Tensor:
-    return torch.stack([noise(int(r), k, x0.shape[1:], seed) for r in rows])
 
 
 def expected_sima(unet, x0, t: int, p: float = 4.0) -> torch.Tensor:
@@ -158,7 +139,7 @@ def test_sima_mean_not_sum_and_negated(unet, x0):
     e = expected_sima(unet, x0, 100)
     raw = eps(unet, x0, 100).abs() ** 4
     assert (e < 0).all()
-    assert differ(e, -raw.flatten(1).sum(1)) and differ(e, -raw.flatten(1).sum(1) ** 0.25) and differ(e, -e)
+    assert differ(e, -raw.flatten(1).sum(1)) and differ(e, -(raw.flatten(1).sum(1) ** 0.25)) and differ(e, -e)
 
 
 def test_sima_queries_the_denoiser_once_per_example_on_the_clean_image(x0):
@@ -169,4 +150,3 @@ def test_sima_queries_the_denoiser_once_per_example_on_the_clean_image(x0):
     assert counter.timesteps == {100}, counter.calls
     del unet.forward  # back to the plain module
     close(got, expected_sima(unet, x0, 100))
-

@@ -17,7 +17,10 @@ from lab.infer import main
 
 def null_rejections(test, repeats=400, n=60, f=8, alpha=0.05):
     rng = np.random.default_rng(1)
-    return sum(test(rng.normal(size=(n, f)), rng.normal(size=(2 * n, f)), int(rng.integers(1 << 30))) < alpha for _ in range(repeats))
+    return sum(
+        test(rng.normal(size=(n, f)), rng.normal(size=(2 * n, f)), int(rng.integers(1 << 30))) < alpha
+        for _ in range(repeats)
+    )
 
 
 def test_false_positive_rate_stays_at_alpha_and_a_leaky_scorer_is_caught():
@@ -31,7 +34,7 @@ def test_false_positive_rate_stays_at_alpha_and_a_leaky_scorer_is_caught():
 
         x, y = np.concatenate([o, h]), np.r_[np.ones(len(o)), np.zeros(len(h))]
         p = LogisticRegression().fit(x, y).predict_proba(x)[:, 1]
-        return stats.ttest_ind(p[: len(o)], p[len(o):], equal_var=False, alternative="greater").pvalue
+        return stats.ttest_ind(p[: len(o)], p[len(o) :], equal_var=False, alternative="greater").pvalue
 
     assert null_rejections(leaky) / 400 > 0.15
 
@@ -70,17 +73,46 @@ def test_simulation_on_known_membership():
         di.cdi_test(np.full((8, 2), np.nan), features)
 
 
+@pytest.mark.slow
 def test_cli_simulates_on_the_targets_own_split(overfit_target, tmp_path, capsys):
     """On the over-fitted target, owner sets of members are found every time; sets of non-members
     are not, beyond the test's level."""
     out = tmp_path / "members"
-    main(["--target", str(overfit_target), "--simulate", "members", "--owner_size", "8", "--repeats", "20",
-          "--attacks", "[loss, sima]", "--out", str(out)])
+    main(
+        [
+            "--target",
+            str(overfit_target),
+            "--simulate",
+            "members",
+            "--owner_size",
+            "8",
+            "--repeats",
+            "20",
+            "--attacks",
+            "[loss, sima]",
+            "--out",
+            str(out),
+        ]
+    )
     power = json.loads((out / "inference.json").read_text())
     assert power["rejection_rate"] == 1.0 and power["owner_size"] == 8 and power["heldout_size"] == 16
     assert "power" in capsys.readouterr().out
-    main(["--target", str(overfit_target), "--simulate", "nonmembers", "--owner_size", "12", "--repeats", "40",
-          "--attacks", "[loss, sima]", "--out", str(tmp_path / "non")])
+    main(
+        [
+            "--target",
+            str(overfit_target),
+            "--simulate",
+            "nonmembers",
+            "--owner_size",
+            "12",
+            "--repeats",
+            "40",
+            "--attacks",
+            "[loss, sima]",
+            "--out",
+            str(tmp_path / "non"),
+        ]
+    )
     fpr = json.loads((tmp_path / "non" / "inference.json").read_text())
     assert fpr["heldout_size"] == 36 and fpr["rejection_rate"] <= fpr["valid_fpr_at_most"]
     assert "valid test: yes" in capsys.readouterr().out
@@ -93,14 +125,27 @@ def test_cli_on_owner_and_heldout_folders(tmp_path, capsys):
 
     target = save_pipeline("ddpm", tmp_path / "ddpm")
     owner, heldout = image_folder(tmp_path / "owner", 8, 0), image_folder(tmp_path / "heldout", 8, 1)
-    main(["--target", str(target), "--owner", str(owner), "--heldout", str(heldout), "--attacks", "[loss]",
-          "--out", str(tmp_path / "out")])
+    main(
+        [
+            "--target",
+            str(target),
+            "--owner",
+            str(owner),
+            "--heldout",
+            str(heldout),
+            "--attacks",
+            "[loss]",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     result = json.loads((tmp_path / "out" / "inference.json").read_text())
     assert result["owner"] == 8 and result["heldout"] == 8 and 0 <= result["p_value"] <= 1
     assert result["verdict"] in ("used", "not shown")
     assert "owner examples vs 8 held-out" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_before_anything_is_written(overfit_target, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["--target", str(overfit_target), "--out", str(out)]

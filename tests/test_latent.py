@@ -9,11 +9,13 @@ import pytest
 import torch
 from conftest import LDM_TINY_CONFIG, fit_tiny
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, LDMPipeline, UNet2DModel, VQModel
+from helpers import assert_keeps_its_cost, quick_settings
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_attacks import COSTS, GRADS
+from test_attacks import NEEDS_REFERENCES
 
 from lab.attack import main, make_attacks, run, score_target
+from lab.attacks import ATTACK_NAMES, ATTACKS
 from lab.errors import LabError
 from lab.targets.autoencoder import encode
 from lab.targets.load import load_target
@@ -48,7 +50,9 @@ def test_export_is_a_plain_ldm_pipeline_that_samples(ldm_run):
     run_dir, _ = ldm_run
     pipe = LDMPipeline.from_pretrained(run_dir / "epoch_0002")
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(batch_size=2, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    images = pipe(
+        batch_size=2, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0)
+    ).images
     assert images.shape == (2, 16, 16, 1) and np.isfinite(images).all()
     assert pipe.unet.config.in_channels == 4 and pipe.unet.config.sample_size == 8  # 16x16 -> 4x8x8 latents
     assert pipe.scheduler.config.clip_sample is False  # latents are not clipped to [-1, 1]
@@ -81,13 +85,13 @@ def test_attacks_run_on_latents_of_the_posterior_mean(ldm_target):
     assert table.set_index("id").score[ldm_target.split.ids[row]] == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", list(COSTS))
+@pytest.mark.parametrize(
+    "name", [n for n in ATTACK_NAMES if n not in NEEDS_REFERENCES and not ATTACKS[n].text_to_image_only]
+)
 def test_every_attack_gives_one_finite_score_per_example_on_a_latent_target(ldm_target, name):
-    settings, calls = COSTS[name]
-    table = score_target(ldm_target, make_attacks({name: settings}), batch_size=16)
-    assert len(table) == len(ldm_target.split.ids) == table.id.nunique()
-    assert np.isfinite(table.score).all()
-    assert (table.calls_per_example == calls).all() and (table.grads_per_example == GRADS.get(name, 0)).all()
+    attack = make_attacks({name: quick_settings(name)})[name]
+    table = score_target(ldm_target, {name: attack}, batch_size=16)
+    assert_keeps_its_cost(table, attack, len(ldm_target.split.ids), name)
 
 
 def test_rerun_reuses_the_autoencoder_and_dp_covers_the_unet(ldm_run, tmp_path):
@@ -98,9 +102,20 @@ def test_rerun_reuses_the_autoencoder_and_dp_covers_the_unet(ldm_run, tmp_path):
     shutil.copytree(run_dir / "autoencoder", root / "autoencoder")
     shutil.copy(run_dir / "split.json", root / "split.json")
     fit_tiny(
-        work, "--trainer.default_root_dir", str(root), "--trainer.logger", "false", "--trainer.max_epochs", "1",
-        "--trainer.callbacks", "[{class_path: lab.callbacks.ScheduledExport, init_args: {epochs: [1]}}]",
-        "--model.dp.enabled", "true", "--model.dp.noise_multiplier", "1.0", config=LDM_TINY_CONFIG,
+        work,
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.callbacks",
+        "[{class_path: lab.callbacks.ScheduledExport, init_args: {epochs: [1]}}]",
+        "--model.dp.enabled",
+        "true",
+        "--model.dp.noise_multiplier",
+        "1.0",
+        config=LDM_TINY_CONFIG,
     )
     assert (root / "autoencoder" / "diffusion_pytorch_model.safetensors").read_bytes() == before
     meta = json.loads((root / "epoch_0001" / "target.json").read_text())
@@ -111,9 +126,21 @@ def test_rerun_reuses_the_autoencoder_and_dp_covers_the_unet(ldm_run, tmp_path):
 def test_a_vq_autoencoder_trains_exports_and_is_attacked(tmp_path):
     root = tmp_path / "vq"
     fit_tiny(
-        tmp_path, "--trainer.default_root_dir", str(root), "--trainer.logger", "false", "--trainer.max_epochs", "1",
-        "--trainer.callbacks", "[{class_path: lab.callbacks.ScheduledExport, init_args: {epochs: [1]}}]",
-        "--model.autoencoder.kind", "vq", "--model.autoencoder.num_vq_embeddings", "32", "--model.autoencoder.epochs", "1",
+        tmp_path,
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.callbacks",
+        "[{class_path: lab.callbacks.ScheduledExport, init_args: {epochs: [1]}}]",
+        "--model.autoencoder.kind",
+        "vq",
+        "--model.autoencoder.num_vq_embeddings",
+        "32",
+        "--model.autoencoder.epochs",
+        "1",
         config=LDM_TINY_CONFIG,
     )
     target = load_target(root / "epoch_0001")
@@ -126,14 +153,29 @@ def test_a_vq_autoencoder_trains_exports_and_is_attacked(tmp_path):
 
 
 def tiny_unet(channels: int, size: int) -> UNet2DModel:
-    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, norm_num_groups=4)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+        norm_num_groups=4,
+    )
 
 
 def tiny_vq(latent_channels: int = 3) -> VQModel:
-    return VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                   up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=latent_channels,
-                   norm_num_groups=4, num_vq_embeddings=16, sample_size=16)
+    return VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        num_vq_embeddings=16,
+        sample_size=16,
+    )
 
 
 def save_pipeline(layout: str, path, unet_channels: int = 3):
@@ -158,10 +200,28 @@ def image_folder(path, n: int, seed: int):
 def test_a_pretrained_pipeline_with_member_and_nonmember_folders(layout, tmp_path, capsys):
     target = save_pipeline(layout, tmp_path / layout)
     members, nonmembers = image_folder(tmp_path / "members", 6, 0), image_folder(tmp_path / "nonmembers", 8, 1)
-    main(["--target", str(target), "--members", str(members), "--nonmembers", str(nonmembers),
-          "--attacks", "[loss, pia]", "--bootstrap", "5", "--out", str(tmp_path / "out")])
+    main(
+        [
+            "--target",
+            str(target),
+            "--members",
+            str(members),
+            "--nonmembers",
+            str(nonmembers),
+            "--attacks",
+            "[loss, pia]",
+            "--bootstrap",
+            "5",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
-    assert len(scores) == 2 * 14 and scores.groupby("attack").id.nunique().eq(14).all() and np.isfinite(scores.score).all()
+    assert (
+        len(scores) == 2 * 14
+        and scores.groupby("attack").id.nunique().eq(14).all()
+        and np.isfinite(scores.score).all()
+    )
     roles = scores.drop_duplicates("id").set_index("id").role
     assert (roles[roles.index.str.startswith("folder:members/")] == "member").all()
     assert (roles[roles.index.str.startswith("folder:nonmembers/")] == "nonmember").all()
@@ -181,7 +241,10 @@ def test_pretrained_folder_errors(tmp_path, capsys):
     cases = [
         ([str(mismatch), *folders], "the UNet takes 4-channel inputs but the autoencoder makes 3-channel latents"),
         ([str(tmp_path / "empty"), *folders], "no diffusers pipeline folder"),
-        ([str(ddpm), "--split", str(tmp_path / "ok" / "split.json")], "missing from the data, e.g. folder:members/001.png"),
+        (
+            [str(ddpm), "--split", str(tmp_path / "ok" / "split.json")],
+            "missing from the data, e.g. folder:members/001.png",
+        ),
         ([str(ddpm), "--members", str(members)], "give both --members DIR and --nonmembers DIR"),
         ([str(ddpm), "--members", str(members), "--nonmembers", str(members)], "are the same folder"),
     ]

@@ -55,8 +55,12 @@ def test_validation_scores_are_out_of_fold_and_test_scores_average_the_same_fold
 
 
 def test_cross_fitting_needs_two_of_each_side():
-    split = MembershipSplit(ids=["a", "b", "c", "d"], roles=["member", "nonmember", "nonmember", "member"],
-                            eval_splits=["validation", "validation", "validation", "test"], seed=0)
+    split = MembershipSplit(
+        ids=["a", "b", "c", "d"],
+        roles=["member", "nonmember", "nonmember", "member"],
+        eval_splits=["validation", "validation", "validation", "test"],
+        seed=0,
+    )
     from lab.errors import LabError
 
     with pytest.raises(LabError, match="at least 2 members and 2 non-members"):

@@ -63,7 +63,9 @@ def test_two_stage_threshold_is_the_lowest_at_the_fpr_and_unmeasurable_fprs_are_
     ts = metrics.two_stage(scores, member, scores, member, 0.001)
     assert np.isnan(ts["test_tpr"]) and np.isnan(ts["test_fpr"])
     ts = metrics.two_stage(scores, member, scores, member, 0.01)
-    assert ts["test_fpr"] == pytest.approx(0.01) and ts["test_tpr"] == pytest.approx(0.7)  # members 98.5 .. 104.5 flagged
+    assert ts["test_fpr"] == pytest.approx(0.01) and ts["test_tpr"] == pytest.approx(
+        0.7
+    )  # members 98.5 .. 104.5 flagged
 
 
 def test_bootstrap_resamples_members_and_non_members_separately():
@@ -103,11 +105,16 @@ def test_fast_auc_and_tpr_equal_scikit_learn_with_ties():
         is_member = rng.random(n) < rng.uniform(0.1, 0.9)
         if is_member.all() or not is_member.any():
             continue
-        scores = rng.integers(0, int(rng.integers(2, 30)), n).astype(float) if trial % 2 else rng.normal(size=n) + is_member
+        scores = (
+            rng.integers(0, int(rng.integers(2, 30)), n).astype(float) if trial % 2 else rng.normal(size=n) + is_member
+        )
         assert metrics.auc(scores, is_member) == pytest.approx(roc_auc_score(is_member, scores), abs=1e-12)
         fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
         for f in (0.01, 0.05, 0.1, 0.29, 0.5, 1.0):
             if (~is_member).sum() * f < 1:
                 assert np.isnan(metrics.tpr_at_fpr(scores, is_member, f))
             else:
-                assert metrics.tpr_at_fpr(scores, is_member, f) == pytest.approx(tpr[fpr <= f].max(), abs=1e-12), (trial, f)
+                assert metrics.tpr_at_fpr(scores, is_member, f) == pytest.approx(tpr[fpr <= f].max(), abs=1e-12), (
+                    trial,
+                    f,
+                )

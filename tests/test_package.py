@@ -18,8 +18,23 @@ pytestmark = pytest.mark.slow
 def installed(tmp_path_factory):
     """A plain (non-editable) install of this checkout, without dependencies (they are this venv's)."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
@@ -50,14 +65,27 @@ def test_console_scripts(installed, tmp_path, script):
 @pytest.mark.parametrize("cli", ["lab.attack", "lab.study", "lab.infer"])
 def test_help_and_typos_come_without_loading_torch(cli):
     """`--help` and a misspelt option answer at once: torch and Lightning load only to do the work."""
-    code = (f"import sys; sys.argv = ['{cli}', '--help']\nimport {cli} as m\ntry:\n    m.main()\nexcept SystemExit:\n    pass\n"
-            "print('loaded:', sorted(n for n in ('torch', 'lightning', 'diffusers') if n in sys.modules))")
+    code = (
+        f"import sys; sys.argv = ['{cli}', '--help']\nimport {cli} as m\n"
+        "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
+        "print('loaded:', sorted(n for n in ('torch', 'lightning', 'diffusers') if n in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.strip().endswith("loaded: []"), done.stdout[-300:] + done.stderr[-300:]
 
 
-def test_the_light_catalogue_names_every_attack():
-    from lab.attacks import ATTACKS
-    from lab.catalogue import ATTACK_NAMES
+def test_the_registry_resolves_every_attack_lazily():
+    """One line per attack in `lab.attacks.REGISTRY`: importing the package loads no attack (nor torch),
+    and every name resolves to an attack class whose module is the one the registry names."""
+    code = (
+        "import sys, lab.attacks as a\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lab.attacks.') or m in ('torch', 'lightning')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    from lab.attacks import ATTACK_NAMES, ATTACKS, REGISTRY, Attack
 
-    assert ATTACK_NAMES == tuple(ATTACKS)
+    assert ATTACK_NAMES == tuple(REGISTRY) == tuple(ATTACKS)
+    for name, spec in REGISTRY.items():
+        cls = ATTACKS[name]
+        assert issubclass(cls, Attack) and cls.__module__ == "lab.attacks." + spec.split(":")[0], name

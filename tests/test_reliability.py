@@ -35,8 +35,12 @@ class Payload:
 
 def lab_command(module: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=cwd, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -53,13 +57,21 @@ def wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
 
 def resumable_config(tmp_path: Path, epochs: int) -> Path:
     cfg = yaml.safe_load(TINY_CONFIG.read_text())
-    cfg["trainer"].update(max_epochs=epochs, logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path / "run"))
+    cfg["trainer"].update(
+        max_epochs=epochs, logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path / "run")
+    )
     cfg["data"]["members"] = 256  # 16 steps an epoch: slow enough to be killed mid-run
     cfg["trainer"]["callbacks"] = [
         {"class_path": "lab.callbacks.ScheduledExport", "init_args": {"epochs": [5, 20, epochs]}},
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"dirpath": str(tmp_path / "run" / "lightning"), "filename": "last", "save_top_k": 1,
-                       "enable_version_counter": False}},
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(tmp_path / "run" / "lightning"),
+                "filename": "last",
+                "save_top_k": 1,
+                "enable_version_counter": False,
+            },
+        },
     ]
     path = tmp_path / "fit.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -86,7 +98,11 @@ def test_a_killed_fit_resumes_from_its_last_checkpoint(tmp_path):
     resumed = lab_command("lab.fit", "--config", str(config), "--ckpt_path", "last", cwd=tmp_path)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
     assert (run / "split.json").read_bytes() == split_before
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith("epoch_")) == ["epoch_0005", "epoch_0020", "epoch_0030"]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("epoch_")) == [
+        "epoch_0005",
+        "epoch_0020",
+        "epoch_0030",
+    ]
     final = json.loads((run / "epoch_0030" / "target.json").read_text())
     assert final["epoch"] == 30 and final["global_step"] == 30 * 16  # 256 members, batch 16: no step lost or repeated
     assert torch.load(run / "lightning" / "last.ckpt", weights_only=True)["epoch"] == 29
@@ -100,8 +116,17 @@ def test_a_killed_attack_leaves_no_partial_table_and_a_rerun_matches(tiny_run, t
     attacks = "{loss: {}, pia: {}, pfami: {}}"
     shards = tmp_path / "tmp"
     shards.mkdir()
-    proc = lab_command("lab.attack", "--target", target, "--attacks", attacks, "--out", str(tmp_path / "killed"),
-                       cwd=ROOT, env={"TMPDIR": str(shards)})
+    proc = lab_command(
+        "lab.attack",
+        "--target",
+        target,
+        "--attacks",
+        attacks,
+        "--out",
+        str(tmp_path / "killed"),
+        cwd=ROOT,
+        env={"TMPDIR": str(shards)},
+    )
     wait_for(lambda: any(shards.glob("lab_predict_*")), 120, proc)  # the first attack is scoring
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -112,7 +137,10 @@ def test_a_killed_attack_leaves_no_partial_table_and_a_rerun_matches(tiny_run, t
     again = pd.read_csv(tmp_path / "killed" / "scores.csv")
     other, _, _ = run(target, {"loss": {}, "pia": {}, "pfami": {}}, out=str(tmp_path / "clean"), bootstrap=5)
     assert np.array_equal(again.score.to_numpy(), other.score.to_numpy())
-    assert sorted(p.name for p in (tmp_path / "killed").iterdir() if p.suffix == ".csv") == ["metrics.csv", "scores.csv"]
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir() if p.suffix == ".csv") == [
+        "metrics.csv",
+        "scores.csv",
+    ]
 
 
 def test_a_crafted_pickle_is_refused_not_executed(tiny_run, tmp_path, capsys, monkeypatch):
@@ -125,7 +153,9 @@ def test_a_crafted_pickle_is_refused_not_executed(tiny_run, tmp_path, capsys, mo
     torch.save({"state_dict": {}, "payload": Payload(marker)}, tmp_path / "evil.ckpt")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        fit_main(["--config", str(TINY_CONFIG), "--trainer.logger", "false", "--ckpt_path", str(tmp_path / "evil.ckpt")])
+        fit_main(
+            ["--config", str(TINY_CONFIG), "--trainer.logger", "false", "--ckpt_path", str(tmp_path / "evil.ckpt")]
+        )
     assert "refused to load" in capsys.readouterr().err
     # 2. a pipeline folder whose UNet weights are a pickle (.bin) instead of safetensors
     target = tmp_path / "target"
@@ -159,7 +189,10 @@ def test_damaged_or_foreign_checkpoints_are_clear_errors(tiny_run, tmp_path, cap
     monkeypatch.chdir(tmp_path)
     cases = [
         (["--ckpt_path", str(truncated)], "is not a readable checkpoint (truncated or corrupt?)"),
-        (["--ckpt_path", str(tmp_path / "foreign.ckpt"), "--model.block_out_channels", "[8, 32]"], "was saved from another architecture"),
+        (
+            ["--ckpt_path", str(tmp_path / "foreign.ckpt"), "--model.block_out_channels", "[8, 32]"],
+            "was saved from another architecture",
+        ),
         (["--ckpt_path", str(tmp_path / "nope.ckpt")], "checkpoint not found"),
     ]
     for args, message in cases:
@@ -171,7 +204,10 @@ def test_damaged_or_foreign_checkpoints_are_clear_errors(tiny_run, tmp_path, cap
 def test_bad_data_is_a_clear_error(tmp_path):
     folder = write_image_folder(tmp_path / "imgs", n=6)
     (folder / "notes.txt").write_text("not an image: ignored")
-    assert len(MembershipDataModule(source="folder", root=str(folder), members=3, nonmembers=3, image_size=8).split.ids) == 6
+    assert (
+        len(MembershipDataModule(source="folder", root=str(folder), members=3, nonmembers=3, image_size=8).split.ids)
+        == 6
+    )
     nan = np.full((8, 8), np.nan, dtype=np.float32)
     Image.fromarray(nan).save(folder / "nan.tiff")
     with pytest.raises(LabError, match="nan.tiff: it holds NaN or infinite pixel values"):

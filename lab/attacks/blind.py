@@ -35,6 +35,9 @@ class Blind(LearnedAttack):
         self.unet = None
         return self
 
+    def cost(self) -> tuple[int, int]:
+        return 0, 0  # never calls the target
+
     def features(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return x0.flatten(1)
 

@@ -3,7 +3,8 @@ Text-to-Image Diffusion Models via Conditional Likelihood Discrepancy"; github.c
 
 A member's likelihood depends more on its own caption than a non-member's. With the per-caption loss
 
-    l(c') = 1/(|T| N) sum_{t in T} sum_{k=1..N} || eps_theta(sqrt(abar_t) z0 + sqrt(1 - abar_t) e_tk, t, emb(c')) - e_tk ||^2 / d
+    l(c') = 1/(|T| N) sum_{t in T} sum_{k=1..N} || eps_theta(z_tk, t, emb(c')) - e_tk ||^2 / d,
+    z_tk  = sqrt(abar_t) z0 + sqrt(1 - abar_t) e_tk
 
 (mean over the d latent entries; the same noise e_tk for every caption variant), the discrepancy
 between the reduced captions c*_1..c*_K and the full caption c, and the plain loss:
@@ -28,7 +29,6 @@ from __future__ import annotations
 import torch
 
 from lab.attacks.base import Attack
-from lab.attacks.loss import check_range
 from lab.errors import LabError, check_number
 
 REDUCTIONS = ("thirds", "null")
@@ -46,6 +46,7 @@ class CaptionLosses:
     """What the three CLiD attacks share: the settings and the terms [-l(c), D_1, ..., D_K]."""
 
     uses_condition = False  # always the caption and its reductions
+    text_to_image_only = "it compares losses under different captions"
 
     def _settings(self, timesteps, num_noise, reductions) -> None:
         if reductions not in REDUCTIONS:
@@ -55,13 +56,11 @@ class CaptionLosses:
         if not self.timesteps:
             raise LabError("clid needs at least one timestep")
 
-    def bind(self, target, condition: str = "caption"):
-        if not target.conditional:
-            raise LabError(f"{type(self).__name__.lower()} needs a text-to-image target (a StableDiffusionPipeline): it compares losses under different captions")
-        return super().bind(target, condition)
-
     def check_timesteps(self) -> None:
-        check_range("clid", self.timesteps, self.num_train_timesteps)
+        self.check_range(self.timesteps)
+
+    def cost(self) -> tuple[int, int]:
+        return len(self.timesteps) * self.num_noise * (1 + len(reduced_captions("", self.reductions))), 0
 
     def loss(self, x0: torch.Tensor, draws: list[torch.Tensor], context: torch.Tensor) -> torch.Tensor:
         """l(c') per example for prompt embeddings `context`, over every (timestep, draw)."""
@@ -87,7 +86,14 @@ class CaptionLosses:
 class CLiD(CaptionLosses, Attack):
     """The threshold score alpha * D + (1 - alpha) * (-l(c)) on the raw terms (alpha = 1: D alone)."""
 
-    def __init__(self, timesteps: list[int] = (440, 450, 460), num_noise: int = 1, reductions: str = "thirds", alpha: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        timesteps: list[int] = (440, 450, 460),
+        num_noise: int = 1,
+        reductions: str = "thirds",
+        alpha: float = 1.0,
+        seed: int = 0,
+    ):
         super().__init__(seed)
         self.save_hyperparameters()
         self._settings(timesteps, num_noise, reductions)

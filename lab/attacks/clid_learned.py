@@ -1,6 +1,6 @@
 """CLiD_th and CLiD_vec (Zhai et al., NeurIPS 2024; github.com/zhaisf/CLiD): the paper's two
-combinations of the CLiD terms (`lab.attacks.clid`), learned on the validation split (in place of the shadow model) with
-`LearnedAttack`'s cross-fitting, on the features V = [-l(c), D_1, ..., D_K]:
+combinations of the CLiD terms (`lab.attacks.clid`), learned on the validation split (in place
+of the shadow model) with `LearnedAttack`'s cross-fitting, on the features V = [-l(c), D_1, ..., D_K]:
 
     clid_th:  alpha * S(D) + (1 - alpha) * S(-l(c)),  S = a robust scaler (median, IQR; sklearn's
               RobustScaler, as cal_clid_th.py), alpha in {0, 0.1, ..., 1} with the best fit-set AUC
@@ -27,7 +27,9 @@ ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 class CLiDTh(CaptionLosses, LearnedAttack):
     """CLiD_th: robust-scaled D and -l(c), mixed with the alpha of the best fit-set AUC."""
 
-    def __init__(self, timesteps: list[int] = (440, 450, 460), num_noise: int = 1, reductions: str = "thirds", seed: int = 0):
+    def __init__(
+        self, timesteps: list[int] = (440, 450, 460), num_noise: int = 1, reductions: str = "thirds", seed: int = 0
+    ):
         super().__init__(seed)
         self.save_hyperparameters()
         self._settings(timesteps, num_noise, reductions)
@@ -56,7 +58,14 @@ class CLiDTh(CaptionLosses, LearnedAttack):
 class CLiDVec(CaptionLosses, LearnedAttack):
     """CLiD_vec: gradient-boosted trees on [-l(c), D_1, ..., D_K]."""
 
-    def __init__(self, timesteps: list[int] = (440, 450, 460), num_noise: int = 1, reductions: str = "thirds", trees: int = 20, seed: int = 0):
+    def __init__(
+        self,
+        timesteps: list[int] = (440, 450, 460),
+        num_noise: int = 1,
+        reductions: str = "thirds",
+        trees: int = 20,
+        seed: int = 0,
+    ):
         super().__init__(seed)
         self.save_hyperparameters()
         self._settings(timesteps, num_noise, reductions)
@@ -67,7 +76,12 @@ class CLiDVec(CaptionLosses, LearnedAttack):
 
     def fit(self, features, is_member):
         self.classifier = GradientBoostingClassifier(
-            n_estimators=self.hparams.trees, max_depth=3, learning_rate=0.3, subsample=0.7, max_features=0.7, random_state=self.seed,
+            n_estimators=self.hparams.trees,
+            max_depth=3,
+            learning_rate=0.3,
+            subsample=0.7,
+            max_features=0.7,
+            random_state=self.seed,
         )
         self.classifier.fit(features.double().numpy(), is_member.numpy())
 

@@ -3,7 +3,8 @@
 A member sits near a minimum of the training loss, so the loss's gradient with respect to the
 weights is small there:
 
-    score(x0) = - || d/d theta  1/(|T| K) sum_{t in T} sum_k || eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) e_k, t) - e_k ||^2 ||_2
+    score(x0) = - || d/d theta  1/(|T| K) sum_{t in T} sum_k || eps_theta(x_tk, t) - e_k ||^2 ||_2,
+    x_tk      = sqrt(abar_t) x0 + sqrt(1 - abar_t) e_k
 
 over all trainable weights, with seeded noise e_k. Cost: |T| x K denoiser calls (one batched
 forward) and one backward pass per example.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from lab.attacks.base import Attack
-from lab.attacks.loss import check_range
 from lab.errors import LabError
 
 
@@ -29,7 +29,10 @@ class GradientNorm(Attack):
             raise LabError("gradient_norm needs at least one timestep and num_noise >= 1")
 
     def check_timesteps(self) -> None:
-        check_range("gradient_norm", self.timesteps, self.num_train_timesteps)
+        self.check_range(self.timesteps)
+
+    def cost(self) -> tuple[int, int]:
+        return len(self.timesteps) * self.num_noise, 1  # one batched forward, one backward
 
     def score(self, x0, rows):
         params = list(self.unet.parameters())

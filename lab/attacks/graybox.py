@@ -37,7 +37,9 @@ class GrayBox(Attack):
     def bind(self, target, condition: str = "caption") -> "GrayBox":
         super().bind(target, condition)
         if self.num_train_timesteps % self.grid_step:
-            raise LabError(f"graybox: grid_step {self.grid_step} must divide the schedule's {self.num_train_timesteps} steps")
+            raise LabError(
+                f"graybox: grid_step {self.grid_step} must divide the schedule's {self.num_train_timesteps} steps"
+            )
         # The sampler the target ships may clip or threshold its predicted x0 (the lab's pixel exports have
         # clip_sample: true); the one-step estimate is then no longer c_t^2 x the loss. Turn both off.
         self.sampler = DDIMScheduler.from_config(target.scheduler.config, clip_sample=False, thresholding=False)
@@ -45,8 +47,10 @@ class GrayBox(Attack):
         return self
 
     def check_timesteps(self) -> None:
-        if self.truncation >= self.num_train_timesteps:
-            raise LabError(f"graybox: truncation {self.truncation} is outside the target's schedule [0, {self.num_train_timesteps - 1}]")
+        self.check_range([self.truncation], "truncation")
+
+    def cost(self) -> tuple[int, int]:
+        return self.truncation // self.grid_step, 0  # one sampler step per grid timestep
 
     def sampler_step(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """The box: the target's DDIM sampler moving x_t from t to t - grid_step (an API call)."""

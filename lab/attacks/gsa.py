@@ -22,7 +22,6 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from lab.attacks.base import LearnedAttack
-from lab.attacks.loss import check_range
 from lab.errors import LabError
 
 
@@ -39,7 +38,10 @@ class _GSA(LearnedAttack):
         self.classifier = None
 
     def check_timesteps(self) -> None:
-        check_range(type(self).__name__.lower(), self.timesteps, self.num_train_timesteps)
+        self.check_range(self.timesteps)
+
+    def cost(self) -> tuple[int, int]:
+        return len(self.timesteps), len(self.timesteps) if self.per_timestep_backward else 1
 
     def features(self, x0, rows):
         params = [p for p in self.unet.parameters()]
@@ -68,8 +70,14 @@ class _GSA(LearnedAttack):
 
     def fit(self, features, is_member):
         self.classifier = HistGradientBoostingClassifier(
-            max_iter=self.hparams.trees, learning_rate=0.3, max_depth=6, max_leaf_nodes=None, min_samples_leaf=1,
-            l2_regularization=1.0, early_stopping=False, random_state=self.seed,
+            max_iter=self.hparams.trees,
+            learning_rate=0.3,
+            max_depth=6,
+            max_leaf_nodes=None,
+            min_samples_leaf=1,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=self.seed,
         )
         self.classifier.fit(features.double().numpy(), is_member.numpy())
 

@@ -45,7 +45,9 @@ GLOBAL_VARIANCE_BELOW = 64  # references; Carlini et al.: per-example variances 
 VARIANCES = ("auto", "global", "per_example")
 
 
-def reference_splits(pool: MembershipSplit, k: int, seed: int = 0, members: int | None = None) -> list[MembershipSplit]:
+def reference_splits(
+    pool: MembershipSplit, k: int, seed: int = 0, members: int | None = None
+) -> list[MembershipSplit]:
     """K splits of the pool, each with `members` members (default: as many as the pool's own split has).
 
     Balanced: each reference takes the examples that are "in" the fewest references so far (ties at
@@ -63,7 +65,11 @@ def reference_splits(pool: MembershipSplit, k: int, seed: int = 0, members: int 
         chosen = np.zeros(n, dtype=bool)
         chosen[order[:members]] = True
         count += chosen
-        out.append(dataclasses.replace(pool, roles=["member" if m else "nonmember" for m in chosen], seed=int(seed * 1000 + j)))
+        out.append(
+            dataclasses.replace(
+                pool, roles=["member" if m else "nonmember" for m in chosen], seed=int(seed * 1000 + j)
+            )
+        )
     return out
 
 
@@ -75,10 +81,14 @@ def reference_exports(references: str | Path, epoch: int | None, num_references:
     root = Path(references)
     runs = sorted(p for p in root.glob("ref_*") if p.is_dir()) if root.is_dir() else []
     if not runs:
-        raise LabError(f"lira: no reference runs (ref_*/) in {references}; train them with scripts/train_references.py")
+        raise LabError(
+            f"lira: no reference runs (ref_*/) in {references}; train them with scripts/train_references.py"
+        )
     if num_references is not None:
         if num_references > len(runs):
-            raise LabError(f"lira: num_references is {num_references} but {references} holds {len(runs)} reference runs")
+            raise LabError(
+                f"lira: num_references is {num_references} but {references} holds {len(runs)} reference runs"
+            )
         runs = runs[:num_references]
     chosen = []
     for run in runs:
@@ -95,8 +105,13 @@ class LiRA(LossAttack):
     pixel_input = True  # each model (target, references) encodes with its own autoencoder
 
     def __init__(
-        self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4, variance: str = "auto",
-        num_references: int | None = None, seed: int = 0,
+        self,
+        references: str = "references",
+        timesteps: list[int] = (100,),
+        num_noise: int = 4,
+        variance: str = "auto",
+        num_references: int | None = None,
+        seed: int = 0,
     ):
         super().__init__(timesteps=timesteps, num_noise=num_noise, seed=seed)
         self.save_hyperparameters()
@@ -119,9 +134,13 @@ class LiRA(LossAttack):
             role = dict(zip(ref.split.ids, ref.split.roles))
             missing = [i for i in ids if i not in role]
             if missing:
-                raise LabError(f"lira: reference {ref.path} was not trained on the target's pool (e.g. {missing[0]} is missing)")
+                raise LabError(
+                    f"lira: reference {ref.path} was not trained on the target's pool (e.g. {missing[0]} is missing)"
+                )
             self.is_in[m] = torch.tensor([role[i] == "member" for i in ids])
-        self.global_variance = self.variance == "global" or (self.variance == "auto" and len(refs) < GLOBAL_VARIANCE_BELOW)
+        self.global_variance = self.variance == "global" or (
+            self.variance == "auto" and len(refs) < GLOBAL_VARIANCE_BELOW
+        )
         need = 1 if self.global_variance else 2
         n_in, n_out = self.is_in.sum(0), (~self.is_in).sum(0)
         if bool((n_in >= need).all() and (n_out >= need).all()):
@@ -129,9 +148,14 @@ class LiRA(LossAttack):
         elif bool((n_out >= need).all()):
             self.online = False
         else:
-            raise LabError(f"lira: every example must be out of at least {need} of the {len(refs)} references: train more")
+            raise LabError(
+                f"lira: every example must be out of at least {need} of the {len(refs)} references: train more"
+            )
         self.setup_calls = 0
         return self
+
+    def cost(self) -> tuple[int, int]:
+        return len(self.models) * len(self.timesteps) * self.num_noise, 0  # the target and each of its K references
 
     def statistic(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """log mean loss of the model currently bound (`self.unet`, `self.autoencoder`)."""
@@ -150,10 +174,14 @@ class LiRA(LossAttack):
 
     def finalize(self, values, rows, split):
         stats = values.double().T  # (1 + K, N)
-        return lira_scores(stats[0], stats[1:], self.is_in[:, torch.as_tensor(rows)], self.global_variance, self.online).numpy()
+        return lira_scores(
+            stats[0], stats[1:], self.is_in[:, torch.as_tensor(rows)], self.global_variance, self.online
+        ).numpy()
 
 
-def lira_scores(target: torch.Tensor, refs: torch.Tensor, is_in: torch.Tensor, global_variance: bool, online: bool) -> torch.Tensor:
+def lira_scores(
+    target: torch.Tensor, refs: torch.Tensor, is_in: torch.Tensor, global_variance: bool, online: bool
+) -> torch.Tensor:
     """Scores from the target's statistic (B,), the references' (K, B) and who was in which (K, B);
     a global variance pools over all B examples."""
     mu_out, s_out = _masked_stats(refs, ~is_in, global_variance)

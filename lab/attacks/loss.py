@@ -1,6 +1,7 @@
 """Loss attack: threshold on the training loss (Matsumoto et al. 2023; data-forensics-2302.07801).
 
-    score(x0) = - 1/(|T| K) sum_{t in T} sum_{k=1..K} || eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) e_k, t) - e_k ||^2
+    score(x0) = - 1/(|T| K) sum_{t in T} sum_{k=1..K} || eps_theta(x_tk, t) - e_k ||^2,
+    x_tk      = sqrt(abar_t) x0 + sqrt(1 - abar_t) e_k
 
 with e_k ~ N(0, I) seeded per example. Members were fit, so their loss is lower.
 Cost: |T| x K denoiser calls per example.
@@ -16,6 +17,7 @@ from lab.errors import LabError
 
 class LossAttack(Attack):
     sweep_setting = "timesteps"
+
     def __init__(self, timesteps: list[int] = (100,), num_noise: int = 4, seed: int = 0):
         super().__init__(seed)
         self.save_hyperparameters()
@@ -24,7 +26,10 @@ class LossAttack(Attack):
             raise LabError("loss attack needs at least one timestep and num_noise >= 1")
 
     def check_timesteps(self) -> None:
-        check_range("loss", self.timesteps, self.num_train_timesteps)
+        self.check_range(self.timesteps)
+
+    def cost(self) -> tuple[int, int]:
+        return len(self.timesteps) * self.num_noise, 0
 
     def losses(self, x0: torch.Tensor, rows: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
         """(B, len(timesteps)) per-example losses, each averaged over the K noise draws."""
@@ -38,9 +43,3 @@ class LossAttack(Attack):
 
     def score(self, x0, rows):
         return -self.losses(x0, rows, self.timesteps).mean(1)
-
-
-def check_range(name: str, timesteps: list[int], num_train_timesteps: int) -> None:
-    bad = [t for t in timesteps if not 0 <= t < num_train_timesteps]
-    if bad:
-        raise LabError(f"{name}: timesteps {bad} are outside the target's schedule [0, {num_train_timesteps - 1}]")

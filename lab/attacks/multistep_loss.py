@@ -10,8 +10,7 @@ Cost: (number of kept timesteps) x K denoiser calls per example.
 
 from __future__ import annotations
 
-
-from lab.attacks.loss import LossAttack, check_range
+from lab.attacks.loss import LossAttack
 from lab.errors import LabError
 
 STATISTICS = {
@@ -25,6 +24,7 @@ STATISTICS = {
 
 class MultistepLossAttack(LossAttack):
     sweep_setting = None  # a grid of its own
+
     def __init__(
         self,
         grid_step: int = 20,
@@ -40,9 +40,6 @@ class MultistepLossAttack(LossAttack):
         super().__init__(timesteps=list(range(0, truncation + 1, grid_step)), num_noise=num_noise, seed=seed)
         self.save_hyperparameters(ignore=["timesteps"])
         self.statistic = statistic
-
-    def check_timesteps(self) -> None:
-        check_range("multistep_loss", self.timesteps, self.num_train_timesteps)
 
     def score(self, x0, rows):
         return -STATISTICS[self.statistic](self.losses(x0, rows, self.timesteps))

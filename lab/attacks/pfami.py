@@ -32,7 +32,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lab.attacks.base import Attack, LearnedAttack
-from lab.attacks.loss import check_range
 from lab.errors import LabError
 
 TIMESTEPS = tuple(range(0, 500, 50))
@@ -61,7 +60,10 @@ class _Fluctuation:
         self.fresh_noise = noise == "fresh"
 
     def check_timesteps(self) -> None:
-        check_range("pfami", self.timesteps, self.num_train_timesteps)
+        self.check_range(self.timesteps)
+
+    def cost(self) -> tuple[int, int]:
+        return len(self.timesteps) * (1 + len(self.strengths)), 0
 
     def fluctuations(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """(B, |T|, |Lambda|) relative loss changes (L(P_lambda x) - L(x)) / L(x) per timestep."""
@@ -83,7 +85,13 @@ class _Fluctuation:
 
 
 class PFAMI(_Fluctuation, Attack):
-    def __init__(self, timesteps: list[int] = TIMESTEPS, strengths: list[float] | None = None, noise: str = "fresh", seed: int = 0):
+    def __init__(
+        self,
+        timesteps: list[int] = TIMESTEPS,
+        strengths: list[float] | None = None,
+        noise: str = "fresh",
+        seed: int = 0,
+    ):
         super().__init__(seed)
         strengths = list(strengths) if strengths is not None else [STRENGTHS[5]]
         self.save_hyperparameters({"timesteps": list(timesteps), "strengths": strengths, "noise": noise, "seed": seed})
@@ -95,11 +103,18 @@ class PFAMI(_Fluctuation, Attack):
 
 class PFAMINN(_Fluctuation, LearnedAttack):
     def __init__(
-        self, timesteps: list[int] = TIMESTEPS, strengths: list[float] | None = None, noise: str = "fresh", C: float = 1.0, seed: int = 0
+        self,
+        timesteps: list[int] = TIMESTEPS,
+        strengths: list[float] | None = None,
+        noise: str = "fresh",
+        C: float = 1.0,
+        seed: int = 0,
     ):
         super().__init__(seed)
         strengths = list(strengths) if strengths is not None else list(STRENGTHS)
-        self.save_hyperparameters({"timesteps": list(timesteps), "strengths": strengths, "noise": noise, "C": C, "seed": seed})
+        self.save_hyperparameters(
+            {"timesteps": list(timesteps), "strengths": strengths, "noise": noise, "C": C, "seed": seed}
+        )
         self._init_pfami(timesteps, strengths, noise)
         self.classifier = None
 

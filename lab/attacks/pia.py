@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 from lab.attacks.base import Attack
-from lab.attacks.loss import check_range
 from lab.errors import LabError
 
 
@@ -30,7 +29,10 @@ class PIA(Attack):
         self.timestep, self.p = int(timestep), float(p)
 
     def check_timesteps(self) -> None:
-        check_range(type(self).__name__.lower(), [self.timestep], self.num_train_timesteps)
+        self.check_range([self.timestep])
+
+    def cost(self) -> tuple[int, int]:
+        return 2, 0
 
     def score(self, x0, rows):
         eps0 = self.eps(x0, 0)

@@ -40,12 +40,17 @@ class Reconstruction(Attack):
     def bind(self, target, condition: str = "caption") -> "Reconstruction":
         super().bind(target, condition)
         if self.metric == "ssim" and min(target.image_shape[1:]) < SSIM_WINDOW:
-            raise LabError(f"reconstruction: SSIM needs images of at least {SSIM_WINDOW} px a side, the target's are {target.image_shape[1:]}; use metric: mse")
+            raise LabError(
+                f"reconstruction: SSIM needs images of at least {SSIM_WINDOW} px a side,"
+                f" the target's are {target.image_shape[1:]}; use metric: mse"
+            )
         return self
 
     def check_timesteps(self) -> None:
-        if self.timestep >= self.num_train_timesteps:
-            raise LabError(f"reconstruction: timestep {self.timestep} is outside the target's schedule [0, {self.num_train_timesteps - 1}]")
+        self.check_range([self.timestep], "timestep")
+
+    def cost(self) -> tuple[int, int]:
+        return self.steps, 0
 
     def reconstruct(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         x = self.q_sample(x0, self.timestep, self.noise(x0, rows))

@@ -30,12 +30,25 @@ from lab.errors import LabError, check_number
 class RMIA(LiRA):
     conditional_ok = False
     unconditional_only = "its reference targets are trained by lab.fit's unconditional configs"
+
     def __init__(
-        self, references: str = "references", timesteps: list[int] = (100,), num_noise: int = 4,
-        offline_a: float = 0.3, gamma: float = 1.0, num_references: int | None = None, seed: int = 0,
+        self,
+        references: str = "references",
+        timesteps: list[int] = (100,),
+        num_noise: int = 4,
+        offline_a: float = 0.3,
+        gamma: float = 1.0,
+        num_references: int | None = None,
+        seed: int = 0,
     ):
-        super().__init__(references=references, timesteps=timesteps, num_noise=num_noise, variance="auto",
-                         num_references=num_references, seed=seed)
+        super().__init__(
+            references=references,
+            timesteps=timesteps,
+            num_noise=num_noise,
+            variance="auto",
+            num_references=num_references,
+            seed=seed,
+        )
         check_number("rmia: offline_a", offline_a, minimum=0.0, maximum=1.0)
         check_number("rmia: gamma", gamma, minimum=0.0)
         self.save_hyperparameters()
@@ -47,21 +60,32 @@ class RMIA(LiRA):
         n_in, n_out = self.is_in.sum(0), (~self.is_in).sum(0)
         self.online = bool((n_in >= 1).all() and (n_out >= 1).all())
         if not bool((n_out >= 1).all()):
-            raise LabError(f"rmia: every example must be out of at least one of the {len(self.is_in)} references: train more")
+            raise LabError(
+                f"rmia: every example must be out of at least one of the {len(self.is_in)} references: train more"
+            )
         return self
 
     def finalize(self, values, rows, split):
         rows = torch.as_tensor(rows)
-        population = torch.tensor([split.roles[r] == "nonmember" and split.eval_splits[r] == "validation" for r in rows.tolist()])
+        population = torch.tensor(
+            [split.roles[r] == "nonmember" and split.eval_splits[r] == "validation" for r in rows.tolist()]
+        )
         if int(population.sum()) < 2:
             raise LabError("rmia needs at least 2 non-members in the validation split (its population z)")
         stats = values.double().T  # (1 + K, N)
-        return rmia_scores(stats[0], stats[1:], self.is_in[:, rows], population, self.online, self.offline_a, self.gamma).numpy()
+        return rmia_scores(
+            stats[0], stats[1:], self.is_in[:, rows], population, self.online, self.offline_a, self.gamma
+        ).numpy()
 
 
 def rmia_scores(
-    target: torch.Tensor, refs: torch.Tensor, is_in: torch.Tensor, population: torch.Tensor,
-    online: bool, offline_a: float = 0.3, gamma: float = 1.0,
+    target: torch.Tensor,
+    refs: torch.Tensor,
+    is_in: torch.Tensor,
+    population: torch.Tensor,
+    online: bool,
+    offline_a: float = 0.3,
+    gamma: float = 1.0,
 ) -> torch.Tensor:
     """RMIA scores from the target's log-loss statistic (B,), the references' (K, B), who was in which
     reference (K, B) and which examples are the population z (B,)."""

@@ -35,8 +35,10 @@ class _SecMI:
         self.t_sec, self.interval = int(t_sec), int(interval)
 
     def check_timesteps(self) -> None:
-        if self.t_sec >= self.num_train_timesteps:
-            raise LabError(f"secmi: t_sec {self.t_sec} is outside the target's schedule [0, {self.num_train_timesteps - 1}]")
+        self.check_range([self.t_sec], "t_sec")
+
+    def cost(self) -> tuple[int, int]:
+        return self.t_sec // self.interval + 1, 0  # t_sec/k - 1 inversion steps, then 2
 
     def error_maps(self, x0: torch.Tensor) -> torch.Tensor:
         """x~ - x~_recon for each example."""
@@ -74,10 +76,16 @@ class SecMINN(_SecMI, LearnedAttack):
 
     def _new_classifier(self, channels: int) -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-            _AvgMaxPool(), nn.Linear(64, 1),
+            nn.Conv2d(channels, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            _AvgMaxPool(),
+            nn.Linear(64, 1),
         )
 
     def _inputs(self, features: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ authors' code nor the paper text available to the lab, and a guess under its nam
 from __future__ import annotations
 
 from lab.attacks.base import Attack
-from lab.attacks.loss import check_range
 from lab.errors import check_number
 
 
@@ -33,7 +32,10 @@ class SimA(Attack):
         self.timestep, self.p = int(timestep), float(p)
 
     def check_timesteps(self) -> None:
-        check_range(type(self).__name__.lower(), [self.timestep], self.num_train_timesteps)
+        self.check_range([self.timestep])
+
+    def cost(self) -> tuple[int, int]:
+        return 1, 0
 
     def norm(self, x):
         return self.eps(x, self.timestep).abs().pow(self.p).flatten(1).mean(1)

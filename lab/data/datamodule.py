@@ -99,7 +99,9 @@ class MembershipDataModule(pl.LightningDataModule):
         nm_source = nonmember_source or source
         nm_root = nonmember_root if nonmember_source else root
         member_raw, nonmember_raw = load_member_and_nonmember_sources((source, root), (nm_source, nm_root), captions)
-        ids, roles, splits = draw_split(member_raw.ids, nonmember_raw.ids, members, nonmembers, seed, validation_fraction)
+        ids, roles, splits = draw_split(
+            member_raw.ids, nonmember_raw.ids, members, nonmembers, seed, validation_fraction
+        )
         raw = self._raw_by_id(ids, member_raw, nonmember_raw)
         text = self._captions_by_id(ids, member_raw, nonmember_raw) if captions else None
         self.split = MembershipSplit(
@@ -108,7 +110,11 @@ class MembershipDataModule(pl.LightningDataModule):
             eval_splits=splits,
             seed=seed,
             sources={"member": {"name": source, "root": root}, "nonmember": {"name": nm_source, "root": nm_root}},
-            preprocess={"image_size": image_size, "channels": channels, **({"captions": captions} if captions else {})},
+            preprocess={
+                "image_size": image_size,
+                "channels": channels,
+                **({"captions": captions} if captions else {}),
+            },
             content_hash=content_hash(ids, raw, text),
             captions=text,
         )
@@ -165,9 +171,14 @@ class MembershipDataModule(pl.LightningDataModule):
         if path.exists():
             old = MembershipSplit.load(path)
             if (old.ids, old.roles, old.eval_splits, old.content_hash) != (
-                self.split.ids, self.split.roles, self.split.eval_splits, self.split.content_hash,
+                self.split.ids,
+                self.split.roles,
+                self.split.eval_splits,
+                self.split.content_hash,
             ):
-                raise LabError(f"{path} holds a different membership split: use another trainer.default_root_dir or remove it")
+                raise LabError(
+                    f"{path} holds a different membership split: use another trainer.default_root_dir or remove it"
+                )
             return
         if self.trainer.is_global_zero:
             self.split.save(path)
@@ -189,7 +200,12 @@ class MembershipDataModule(pl.LightningDataModule):
 
 
 def split_from_folders(
-    members: str, nonmembers: str, image_size: int, channels: int, seed: int = 0, validation_fraction: float = 0.5,
+    members: str,
+    nonmembers: str,
+    image_size: int,
+    channels: int,
+    seed: int = 0,
+    validation_fraction: float = 0.5,
     captions: str | None = None,
 ) -> MembershipDataModule:
     """Every image in `members` is a member and every one in `nonmembers` a non-member (each side
@@ -206,7 +222,15 @@ def split_from_folders(
         if (twin := seen.get(np.ascontiguousarray(a).tobytes())) is not None:
             raise LabError(f"the same image is in both folders: {twin} (member) and {i} (non-member)")
     return MembershipDataModule(
-        source="folder", root=members, members=len(member_raw), nonmember_source="folder", nonmember_root=nonmembers,
-        nonmembers=len(nonmember_raw), image_size=image_size, channels=channels, seed=seed, validation_fraction=validation_fraction,
+        source="folder",
+        root=members,
+        members=len(member_raw),
+        nonmember_source="folder",
+        nonmember_root=nonmembers,
+        nonmembers=len(nonmember_raw),
+        image_size=image_size,
+        channels=channels,
+        seed=seed,
+        validation_fraction=validation_fraction,
         captions=captions,
     )

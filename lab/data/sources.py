@@ -43,7 +43,12 @@ class RawImages:
 
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-CAPTION_TEMPLATES = ("a handwritten digit {}", "a photo of the number {}", "the digit {}, written by hand", "a black and white drawing of a {}")
+CAPTION_TEMPLATES = (
+    "a handwritten digit {}",
+    "a photo of the number {}",
+    "the digit {}, written by hand",
+    "a black and white drawing of a {}",
+)
 
 
 def digit_caption(index: int, label: int) -> str:
@@ -111,7 +116,10 @@ def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        images, labels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None], digits.target.astype(np.int64)  # 8x8, values 0..16
+        images, labels = (
+            np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None],
+            digits.target.astype(np.int64),
+        )  # 8x8, values 0..16
     images.setflags(write=False)  # shared by every caller: nobody may change it
     labels.setflags(write=False)
     return images, labels
@@ -137,8 +145,10 @@ MAX_CAPTION_CHARS = 10_000
 def check_caption(text, where: str) -> str:
     """The caption if it is a string of valid Unicode of at most MAX_CAPTION_CHARS characters, else a LabError."""
     if not isinstance(text, str) or len(text) > MAX_CAPTION_CHARS:
-        raise LabError(f"{where}: the caption must be a string of at most {MAX_CAPTION_CHARS} characters, got {type(text).__name__}"
-                       + (f" of {len(text)}" if isinstance(text, str) else ""))
+        raise LabError(
+            f"{where}: the caption must be a string of at most {MAX_CAPTION_CHARS} characters, "
+            f"got {type(text).__name__}" + (f" of {len(text)}" if isinstance(text, str) else "")
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -161,7 +171,9 @@ def _folder_captions(path: Path, files: list[Path], column: str) -> list[str]:
         raise LabError(f"{path} holds both metadata.jsonl and metadata.csv: keep one")
     meta = jsonl if jsonl.is_file() else csv_path if csv_path.is_file() else None
     if meta is None:
-        raise LabError(f"captions asked for, but {path} has no metadata.jsonl or metadata.csv (file_name and {column!r} columns)")
+        raise LabError(
+            f"captions asked for, but {path} has no metadata.jsonl or metadata.csv (file_name and {column!r} columns)"
+        )
     try:
         if meta.suffix == ".jsonl":
             rows = [json.loads(line) for line in meta.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
@@ -175,10 +187,16 @@ def _folder_captions(path: Path, files: list[Path], column: str) -> list[str]:
         if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
             raise LabError(f"{meta}, row {n}: needs a 'file_name' string")
         if None in row or None in row.values():  # csv: more or fewer fields than the header (an unquoted comma?)
-            raise LabError(f"{meta}, row {n} ({row['file_name']}): it has more or fewer fields than the header (quote captions with commas)")
+            raise LabError(
+                f"{meta}, row {n} ({row['file_name']}): it has more or fewer fields than the header "
+                "(quote captions with commas)"
+            )
         if column not in row:
             have = sorted(k for k in row if k != "file_name")
-            raise LabError(f"{meta} has no caption column {column!r} (columns: {', '.join(have) or 'none'}); set the caption column to one of them")
+            raise LabError(
+                f"{meta} has no caption column {column!r} (columns: {', '.join(have) or 'none'}); "
+                "set the caption column to one of them"
+            )
         text = check_caption(row[column], f"{meta}, row {n} ({row['file_name']})")
         name = Path(row["file_name"]).as_posix()
         if name in by_name:
@@ -187,7 +205,10 @@ def _folder_captions(path: Path, files: list[Path], column: str) -> list[str]:
     names = [f.relative_to(path).as_posix() for f in files]
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise LabError(f"captions missing for {len(missing)} of {len(names)} images in {path} (e.g. {missing[0]}): {meta.name} must name every image")
+        raise LabError(
+            f"captions missing for {len(missing)} of {len(names)} images in {path} (e.g. {missing[0]}): "
+            f"{meta.name} must name every image"
+        )
     if extra := sorted(set(by_name) - set(names)):
         raise LabError(f"{meta} names {len(extra)} files that are not images of {path} (e.g. {extra[0]})")
     return [by_name[n] for n in names]
@@ -212,7 +233,10 @@ def _folder(root: str | None, captions: str | None = None) -> RawImages:
         try:
             with Image.open(f) as im:  # lazy: the header only, so a decompression bomb is refused before decoding
                 if im.width * im.height > MAX_PIXELS:
-                    raise ValueError(f"it is {im.width} x {im.height} pixels, more than the {MAX_PIXELS:,} an image may have here (a decompression bomb?)")
+                    raise ValueError(
+                        f"it is {im.width} x {im.height} pixels, more than the {MAX_PIXELS:,} an image may have here "
+                        "(a decompression bomb?)"
+                    )
                 if im.mode == "F" and not np.isfinite(np.asarray(im)).all():
                     raise ValueError("it holds NaN or infinite pixel values")
                 im = im.convert("L") if im.mode in ("1", "L", "I", "I;16", "F") else im.convert("RGB")
@@ -321,7 +345,9 @@ def to_model_tensor(images: list[np.ndarray], image_size: int, channels: int) ->
         elif x.shape[0] == 3 and channels == 1:
             x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
         if x.shape[-2:] != (image_size, image_size):
-            x = F.interpolate(x[None], size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)[0]
+            x = F.interpolate(
+                x[None], size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+            )[0]
         out[i] = x.clamp(0, 1) * 2 - 1
     if not torch.isfinite(out).all():
         raise LabError("the images hold NaN or infinite values")

@@ -52,24 +52,47 @@ class MembershipSplit:
             members = {i for i, r in zip(self.ids, self.roles) if r == "member"}
             nonmembers = {i for i, r in zip(self.ids, self.roles) if r == "nonmember"}
             if both := members & nonmembers:
-                raise LabError(f"split file has {len(both)} ids that are both member and nonmember, e.g. {sorted(both)[0]}")
+                raise LabError(
+                    f"split file has {len(both)} ids that are both member and nonmember, e.g. {sorted(both)[0]}"
+                )
             raise LabError("split file lists an id more than once")
         if not self.ids:
             raise LabError("split file names no examples")
         if any(not isinstance(i, str) for i in self.ids):
             raise LabError("split file has ids that are not strings")
-        if self.captions is not None and (len(self.captions) != len(self.ids) or any(not isinstance(c, str) for c in self.captions)):
+        if self.captions is not None and (
+            len(self.captions) != len(self.ids) or any(not isinstance(c, str) for c in self.captions)
+        ):
             raise LabError("split file's captions must be one string per row (or absent from every row)")
         if self.preprocess or self.sources:  # a split read from disk or drawn by the data module
             size, channels = self.preprocess.get("image_size"), self.preprocess.get("channels")
-            if not isinstance(size, int) or isinstance(size, bool) or size < 1 or channels not in (1, 3) or isinstance(channels, bool):
-                raise LabError(f"split file's preprocess needs image_size (a positive integer) and channels (1 or 3), got {self.preprocess!r}")
+            if (
+                not isinstance(size, int)
+                or isinstance(size, bool)
+                or size < 1
+                or channels not in (1, 3)
+                or isinstance(channels, bool)
+            ):
+                raise LabError(
+                    "split file's preprocess needs image_size (a positive integer) and channels (1 or 3), "
+                    f"got {self.preprocess!r}"
+                )
             if not isinstance(self.preprocess.get("captions", ""), str):
-                raise LabError(f"split file's preprocess 'captions' must name a caption column, got {self.preprocess['captions']!r}")
+                raise LabError(
+                    "split file's preprocess 'captions' must name a caption column, "
+                    f"got {self.preprocess['captions']!r}"
+                )
             for role in ROLES:
                 src = self.sources.get(role)
-                if not isinstance(src, dict) or not isinstance(src.get("name"), str) or not isinstance(src.get("root"), (str, type(None))):
-                    raise LabError(f"split file's sources need a {role!r} entry with a 'name' and a 'root' (string or null), got {src!r}")
+                if (
+                    not isinstance(src, dict)
+                    or not isinstance(src.get("name"), str)
+                    or not isinstance(src.get("root"), (str, type(None)))
+                ):
+                    raise LabError(
+                        f"split file's sources need a {role!r} entry with a 'name' and a 'root' (string or null), "
+                        f"got {src!r}"
+                    )
 
     def select(self, role: str | None = None, eval_split: str | None = None) -> list[int]:
         """Row indices with the given role and/or eval split."""
@@ -108,13 +131,21 @@ class MembershipSplit:
             rows = d["rows"]
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise ValueError("'rows' must be a list of objects")
-            if not isinstance(d["sources"], dict) or not isinstance(d["preprocess"], dict) or not isinstance(d["content_hash"], str):
+            if (
+                not isinstance(d["sources"], dict)
+                or not isinstance(d["preprocess"], dict)
+                or not isinstance(d["content_hash"], str)
+            ):
                 raise ValueError("'sources' and 'preprocess' must be objects and 'content_hash' a string")
             if not d["sources"] or not d["preprocess"]:
-                raise ValueError("'sources' and 'preprocess' must say where the data comes from and how it is prepared")
+                raise ValueError(
+                    "'sources' and 'preprocess' must say where the data comes from and how it is prepared"
+                )
             captioned = sum("caption" in r for r in rows)
             if captioned not in (0, len(rows)):
-                raise ValueError(f"{len(rows) - captioned} of {len(rows)} rows have no caption (captions are all or none)")
+                raise ValueError(
+                    f"{len(rows) - captioned} of {len(rows)} rows have no caption (captions are all or none)"
+                )
             return cls(
                 ids=[r["id"] for r in rows],
                 roles=[r["role"] for r in rows],
@@ -134,8 +165,13 @@ class MembershipSplit:
         """SHA-256 of the whole ground truth: ids, roles, evaluation splits, preprocessing and the
         content hash (the pixels). Recorded in each export's target.json at fit time, so a split
         whose roles or evaluation splits were edited afterwards is refused."""
-        truth = {"ids": self.ids, "roles": self.roles, "eval_splits": self.eval_splits,
-                 "preprocess": self.preprocess, "content_hash": self.content_hash}
+        truth = {
+            "ids": self.ids,
+            "roles": self.roles,
+            "eval_splits": self.eval_splits,
+            "preprocess": self.preprocess,
+            "content_hash": self.content_hash,
+        }
         if self.captions is not None:  # (absent for uncaptioned data, so older fingerprints still hold)
             truth["captions"] = self.captions
         return hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest()
@@ -143,7 +179,8 @@ class MembershipSplit:
     def check_hash(self, content_hash: str) -> None:
         if content_hash != self.content_hash:
             raise LabError(
-                f"the data no longer matches the split file (content hash {content_hash[:12]} != {self.content_hash[:12]}): "
+                "the data no longer matches the split file "
+                f"(content hash {content_hash[:12]} != {self.content_hash[:12]}): "
                 "the source files changed since the target was trained"
             )
 
@@ -205,7 +242,8 @@ def draw_split(
     if same:
         if members + nonmembers > len(member_pool):
             raise LabError(
-                f"asked for {members} members + {nonmembers} non-members but the source has only {len(member_pool)} examples"
+                f"asked for {members} members + {nonmembers} non-members "
+                f"but the source has only {len(member_pool)} examples"
             )
         order = rng.permutation(len(member_pool))
         member_ids = [member_pool[i] for i in order[:members]]
@@ -214,7 +252,9 @@ def draw_split(
         if members > len(member_pool):
             raise LabError(f"asked for {members} members but the member source has only {len(member_pool)} examples")
         if nonmembers > len(nonmember_pool):
-            raise LabError(f"asked for {nonmembers} non-members but the non-member source has only {len(nonmember_pool)} examples")
+            raise LabError(
+                f"asked for {nonmembers} non-members but the non-member source has only {len(nonmember_pool)} examples"
+            )
         member_ids = [member_pool[i] for i in rng.permutation(len(member_pool))[:members]]
         nonmember_ids = [nonmember_pool[i] for i in rng.permutation(len(nonmember_pool))[:nonmembers]]
     ids, roles, splits = [], [], []

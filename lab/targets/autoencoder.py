@@ -69,10 +69,15 @@ class AutoencoderStage:
         if self.kind not in KINDS:
             raise LabError(f"autoencoder kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
-            raise LabError(f"autoencoder norm_num_groups {self.norm_num_groups} must divide every width in {self.block_out_channels}")
+            raise LabError(
+                f"autoencoder norm_num_groups {self.norm_num_groups} "
+                f"must divide every width in {self.block_out_channels}"
+            )
         levels = len(self.block_out_channels)
         if image_size % 2 ** (levels - 1):
-            raise LabError(f"image_size {image_size} must be divisible by 2^{levels - 1} for {levels} autoencoder levels")
+            raise LabError(
+                f"image_size {image_size} must be divisible by 2^{levels - 1} for {levels} autoencoder levels"
+            )
         common = dict(
             in_channels=channels,
             out_channels=channels,
@@ -119,7 +124,9 @@ def load_autoencoder(path: str | Path) -> AutoencoderKL | VQModel:
             kind = json.loads(config.read_text()).get("_class_name")
             cls = {c.__name__: c for c in KINDS.values()}.get(kind)
             if cls is None:
-                raise LabError(f"{folder} holds a {kind}, not an autoencoder the lab supports (AutoencoderKL, VQModel)")
+                raise LabError(
+                    f"{folder} holds a {kind}, not an autoencoder the lab supports (AutoencoderKL, VQModel)"
+                )
             try:
                 from lab.targets.weights import complete_weights
 
@@ -167,7 +174,9 @@ class AutoencoderTraining(pl.LightningModule):
             return
         x = next(iter(self.trainer.val_dataloaders[0]))[0][:8].to(self.device)
         recon = decode(self.autoencoder, encode(self.autoencoder, x)).clamp(-1, 1)
-        writer.add_images("autoencoder/originals_over_reconstructions", (torch.cat([x, recon]) + 1) / 2, global_step=epoch)
+        writer.add_images(
+            "autoencoder/originals_over_reconstructions", (torch.cat([x, recon]) + 1) / 2, global_step=epoch
+        )
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.autoencoder.parameters(), lr=self.stage.lr)
@@ -191,9 +200,16 @@ def train_autoencoder(autoencoder, stage: AutoencoderStage, datamodule, out: Pat
     ]
     module = AutoencoderTraining(autoencoder, stage)
     trainer = pl.Trainer(
-        max_epochs=stage.epochs, accelerator=accelerator, devices=1, logger=logger, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=False, check_val_every_n_epoch=max(1, stage.log_every_n_epochs),
-        num_sanity_val_steps=0, log_every_n_steps=1,
+        max_epochs=stage.epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        check_val_every_n_epoch=max(1, stage.log_every_n_epochs),
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
     )
     trainer.fit(module, members, val)
     autoencoder.eval().cpu()

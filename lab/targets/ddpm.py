@@ -1,6 +1,7 @@
 """Pixel-space DDPM target: a diffusers UNet2DModel trained with the epsilon objective.
 
-    L(theta) = E_{x0 ~ members, t ~ U{0..T-1}, e ~ N(0, I)} || e_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) e, t) - e ||^2
+    L(theta) = E_{x0 ~ members, t ~ U{0..T-1}, e ~ N(0, I)}
+                   || e_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) e, t) - e ||^2
 
 What an attack needs is exported with `save_pretrained` in the `DDPMPipeline` layout
 (`unet/`, `scheduler/`, `model_index.json`), so a plain diffusers pipeline can sample from it.
@@ -13,7 +14,6 @@ post-processing, so it keeps the guarantee.
 from __future__ import annotations
 
 import random
-
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -39,7 +39,13 @@ def rng_states() -> dict:
     version, state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "state": list(state), "gauss": py_gauss},
         **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
     }
@@ -124,7 +130,9 @@ class PixelDDPM(pl.LightningModule):
             what = "image_size" if self.first_stage is None else "the latent size"
             raise LabError(f"{what} {unet_size} must be divisible by 2^{levels - 1} for {levels} UNet levels")
         if pretrained is None and any(c % norm_num_groups for c in block_out_channels):
-            raise LabError(f"norm_num_groups {norm_num_groups} must divide every width in block_out_channels {block_out_channels}")
+            raise LabError(
+                f"norm_num_groups {norm_num_groups} must divide every width in block_out_channels {block_out_channels}"
+            )
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise LabError(f"ema_decay must be in (0, 1), got {ema_decay}")
         if pretrained is not None:
@@ -132,7 +140,9 @@ class PixelDDPM(pl.LightningModule):
         else:
             self.unet = self.build_unet(unet_size, unet_channels)
             try:
-                self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=self.clip_sample)
+                self.scheduler = DDPMScheduler(
+                    num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=self.clip_sample
+                )
             except NotImplementedError as e:
                 raise LabError(f"unknown beta_schedule {beta_schedule!r}: {e}") from None
         if lora is not None:
@@ -149,8 +159,14 @@ class PixelDDPM(pl.LightningModule):
         if h.attention:
             down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
         return UNet2DModel(
-            sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=tuple(h.block_out_channels),
-            layers_per_block=h.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=h.norm_num_groups,
+            sample_size=size,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=tuple(h.block_out_channels),
+            layers_per_block=h.layers_per_block,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            norm_num_groups=h.norm_num_groups,
         )
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,7 +179,9 @@ class PixelDDPM(pl.LightningModule):
 
     def attack_target(self, split) -> Target:
         """The model as an attack sees it (the weights an export would release), with `split`."""
-        return Target(self.target_unet, self.scheduler, split, split_path=None, path=None, autoencoder=self.first_stage)
+        return Target(
+            self.target_unet, self.scheduler, split, split_path=None, path=None, autoencoder=self.first_stage
+        )
 
     def denoiser_input(self) -> tuple[int, int]:
         """(channels, size) of what the UNet denoises: here the images themselves."""
@@ -197,7 +215,10 @@ class PixelDDPM(pl.LightningModule):
         x0, context = self.encode(x0, rows), self.condition(rows)
         k = self.dp.timesteps_per_example if self.dp is not None else 1
         if k > 1:
-            x0, context = x0.repeat_interleave(k, dim=0), (context.repeat_interleave(k, dim=0) if context is not None else None)
+            x0, context = (
+                x0.repeat_interleave(k, dim=0),
+                (context.repeat_interleave(k, dim=0) if context is not None else None),
+            )
         loss = self.diffusion_loss(x0, context)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
         return loss
@@ -234,7 +255,11 @@ class PixelDDPM(pl.LightningModule):
             self.ema.update_parameters(self.unet)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW([p for p in self.unet.parameters() if p.requires_grad], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(
+            [p for p in self.unet.parameters() if p.requires_grad],
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+        )
         if self.dp is not None:
             self.private = PrivateTraining(self.dp)
             if self._private_state is not None:
@@ -243,7 +268,9 @@ class PixelDDPM(pl.LightningModule):
         warmup = self.hparams.warmup_steps
         # always a (possibly constant) schedule named "lr": LearningRateMonitor's tag is then `lr` with and
         # without DP-SGD (it would otherwise name it after the optimizer class: lr-AdamW, lr-DPOptimizer)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, (lambda step: min(1.0, (step + 1) / warmup)) if warmup else (lambda step: 1.0))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, (lambda step: min(1.0, (step + 1) / warmup)) if warmup else (lambda step: 1.0)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
     def on_fit_start(self) -> None:
@@ -295,17 +322,25 @@ def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int]):
     from lab.targets.weights import complete_weights
 
     try:
-        cls = UNet2DConditionModel if "UNet2DCondition" in (folder / "unet" / "config.json").read_text() else UNet2DModel
+        cls = (
+            UNet2DConditionModel if "UNet2DCondition" in (folder / "unet" / "config.json").read_text() else UNet2DModel
+        )
         with complete_weights(f"model.pretrained {path}"):
             unet = cls.from_pretrained(folder / "unet", low_cpu_mem_usage=False, local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
     except LabError:
         raise
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
-        raise LabError(f"model.pretrained: cannot load the UNet and scheduler of {path}: {str(e).splitlines()[0]}") from None
+        raise LabError(
+            f"model.pretrained: cannot load the UNet and scheduler of {path}: {str(e).splitlines()[0]}"
+        ) from None
     size = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
     if (unet.config.in_channels, size) != tuple(shape):
-        raise LabError(f"model.pretrained: the UNet of {path} takes {unet.config.in_channels} x {size} x {size} "
-                       f"but the data gives {shape[0]} x {shape[1]} x {shape[1]} (set data.image_size)")
-    scheduler = DDPMScheduler.from_config({**scheduler.config, "clip_sample": clip_sample, "prediction_type": "epsilon"})
+        raise LabError(
+            f"model.pretrained: the UNet of {path} takes {unet.config.in_channels} x {size} x {size} "
+            f"but the data gives {shape[0]} x {shape[1]} x {shape[1]} (set data.image_size)"
+        )
+    scheduler = DDPMScheduler.from_config(
+        {**scheduler.config, "clip_sample": clip_sample, "prediction_type": "epsilon"}
+    )
     return unet.train().requires_grad_(True), scheduler

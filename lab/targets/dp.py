@@ -109,11 +109,18 @@ class PrivateTraining:
         """Make `module` and `optimizer` private; returns the DP optimizer for Lightning."""
         s = self.settings
         if trainer.world_size > 1:
-            raise LabError("DP-SGD runs on one device here (Opacus is not wired into Lightning's DDP): set trainer.devices 1")
+            raise LabError(
+                "DP-SGD runs on one device here (Opacus is not wired into Lightning's DDP): set trainer.devices 1"
+            )
         if trainer.accumulate_grad_batches != 1:
-            raise LabError("DP-SGD cannot use trainer.accumulate_grad_batches: accumulated Poisson batches break the accounting")
+            raise LabError(
+                "DP-SGD cannot use trainer.accumulate_grad_batches: accumulated Poisson batches break the accounting"
+            )
         if trainer.gradient_clip_val:
-            raise LabError("DP-SGD clips per example (dp.max_grad_norm): unset trainer.gradient_clip_val, which would break the accounting")
+            raise LabError(
+                "DP-SGD clips per example (dp.max_grad_norm): unset trainer.gradient_clip_val, "
+                "which would break the accounting"
+            )
         if not hasattr(datamodule, "use_poisson_sampling"):
             raise LabError("DP-SGD needs a data module with Poisson sampling (lab.data.MembershipDataModule)")
         bad = unsupported_modules(module)
@@ -130,11 +137,18 @@ class PrivateTraining:
             self.noise_multiplier = self._noise_for_target_epsilon(trainer.max_epochs)
         self._grad_params = [p for p in module.parameters() if p.requires_grad]
         try:
-            with warnings.catch_warnings():  # Opacus' "Secure RNG turned off": the lab's DP is for measurement (README)
+            with (
+                warnings.catch_warnings()
+            ):  # Opacus' "Secure RNG turned off": the lab's DP is for measurement (README)
                 warnings.filterwarnings("ignore", message="Secure RNG turned off")
                 _, self.optimizer, _ = self.engine.make_private(
-                    module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
-                    max_grad_norm=s.max_grad_norm, poisson_sampling=True, grad_sample_mode=s.grad_sample_mode,
+                    module=module,
+                    optimizer=optimizer,
+                    data_loader=loader,
+                    noise_multiplier=self.noise_multiplier,
+                    max_grad_norm=s.max_grad_norm,
+                    poisson_sampling=True,
+                    grad_sample_mode=s.grad_sample_mode,
                     wrap_model=False,
                 )
         except (NotImplementedError, ValueError) as e:
@@ -157,8 +171,11 @@ class PrivateTraining:
                 f"gives epsilon {best:.4g}. Raise it, or train fewer epochs"
             )
         return get_noise_multiplier(
-            target_epsilon=s.target_epsilon, target_delta=self.delta, sample_rate=self.sample_rate,
-            steps=steps, accountant=s.accountant,
+            target_epsilon=s.target_epsilon,
+            target_delta=self.delta,
+            sample_rate=self.sample_rate,
+            steps=steps,
+            accountant=s.accountant,
         )
 
     def reduce_multiplicity(self, batch_size: int) -> None:
@@ -191,7 +208,11 @@ class PrivateTraining:
         }
 
     def state_dict(self) -> dict:
-        return {"accountant": self.engine.accountant.state_dict(), "noise_multiplier": self.noise_multiplier, "delta": self.delta}
+        return {
+            "accountant": self.engine.accountant.state_dict(),
+            "noise_multiplier": self.noise_multiplier,
+            "delta": self.delta,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume the accountant's history, so epsilon keeps counting across restarts."""

@@ -20,7 +20,15 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lab.errors import LabError
-from lab.targets.autoencoder import STAGE_META, AutoencoderStage, downsampling, encode, latent_channels, load_autoencoder, train_autoencoder
+from lab.targets.autoencoder import (
+    STAGE_META,
+    AutoencoderStage,
+    downsampling,
+    encode,
+    latent_channels,
+    load_autoencoder,
+    train_autoencoder,
+)
 from lab.targets.ddpm import PixelDDPM
 from lab.targets.dp import DPSGD
 from lab.targets.lora import LoRA
@@ -55,12 +63,27 @@ class LatentDiffusion(PixelDDPM):
         lora: LoRA | None = None,
     ):
         # fine-tuning a pipeline folder: its autoencoder comes with it
-        self.autoencoder_stage = AutoencoderStage(pretrained=pretrained) if pretrained else (autoencoder or AutoencoderStage())
+        self.autoencoder_stage = (
+            AutoencoderStage(pretrained=pretrained) if pretrained else (autoencoder or AutoencoderStage())
+        )
         self.autoencoder_record: dict | None = None
         self._latents: dict[int, torch.Tensor] = {}  # split row -> latent, filled as members are seen
         super().__init__(
-            image_size, channels, block_out_channels, layers_per_block, attention, norm_num_groups,
-            num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp, pretrained, lora,
+            image_size=image_size,
+            channels=channels,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            attention=attention,
+            norm_num_groups=norm_num_groups,
+            num_train_timesteps=num_train_timesteps,
+            beta_schedule=beta_schedule,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            ema_decay=ema_decay,
+            dp=dp,
+            pretrained=pretrained,
+            lora=lora,
         )
 
     pretrained_pipelines = ("LDMPipeline",)
@@ -70,7 +93,10 @@ class LatentDiffusion(PixelDDPM):
         channels, size = self.hparams.channels, self.hparams.image_size
         self.autoencoder = self.autoencoder_stage.build(channels, size).eval().requires_grad_(False)
         if self.autoencoder.config.in_channels != channels:
-            raise LabError(f"the autoencoder takes {self.autoencoder.config.in_channels}-channel images but the data has {channels}")
+            raise LabError(
+                f"the autoencoder takes {self.autoencoder.config.in_channels}-channel images "
+                f"but the data has {channels}"
+            )
         factor = downsampling(self.autoencoder)
         if size % factor:
             raise LabError(f"image_size {size} is not divisible by the autoencoder's downsampling factor {factor}")
@@ -104,7 +130,10 @@ class LatentDiffusion(PixelDDPM):
         if (out / STAGE_META).is_file():
             record = json.loads((out / STAGE_META).read_text())
             if record.get("split_hash") != split_hash:
-                raise LabError(f"{out} holds an autoencoder trained on another membership split: use another default_root_dir or remove it")
+                raise LabError(
+                    f"{out} holds an autoencoder trained on another membership split: "
+                    "use another default_root_dir or remove it"
+                )
             self.autoencoder = load_autoencoder(out).eval().requires_grad_(False)
         else:
             if self.trainer.world_size > 1:
@@ -113,9 +142,20 @@ class LatentDiffusion(PixelDDPM):
                     "or set model.autoencoder.pretrained, then fit on several"
                 )
             outer = self.trainer.logger
-            logger = TensorBoardLogger(outer.log_dir, name="autoencoder", version="") if isinstance(outer, TensorBoardLogger) else False
+            logger = (
+                TensorBoardLogger(outer.log_dir, name="autoencoder", version="")
+                if isinstance(outer, TensorBoardLogger)
+                else False
+            )
             accelerator = "gpu" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
-            record = train_autoencoder(self.autoencoder.requires_grad_(True), self.autoencoder_stage, self.trainer.datamodule, out, accelerator, logger)
+            record = train_autoencoder(
+                autoencoder=self.autoencoder.requires_grad_(True),
+                stage=self.autoencoder_stage,
+                datamodule=self.trainer.datamodule,
+                out=out,
+                accelerator=accelerator,
+                logger=logger,
+            )
             self.autoencoder.eval().requires_grad_(False)
         self.autoencoder_record = record
         self._latents = {}  # the autoencoder may have changed

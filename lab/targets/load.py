@@ -26,7 +26,12 @@ from lab.targets.weights import complete_weights
 
 PIPELINES = {"DDPMPipeline": "unet", "DDIMPipeline": "unet", "LDMPipeline": "vqvae", "StableDiffusionPipeline": "vae"}
 OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
-COMPONENT_LIBRARIES = ("diffusers", "transformers", "stable_diffusion", None)  # of an SD folder: attacks never need them
+COMPONENT_LIBRARIES = (
+    "diffusers",
+    "transformers",
+    "stable_diffusion",
+    None,
+)  # of an SD folder: attacks never need them
 
 
 @dataclass
@@ -42,7 +47,9 @@ class Target:
     autoencoder: AutoencoderKL | VQModel | None = None
     text_encoder: object = None  # text-to-image targets: a transformers CLIPTextModel, frozen
     tokenizer: object = None  # and its CLIPTokenizer
-    shared: dict = field(default_factory=dict, repr=False)  # what attacks run together share on this target (`lab.scoring`)
+    shared: dict = field(
+        default_factory=dict, repr=False
+    )  # what attacks run together share on this target (`lab.scoring`)
 
     @property
     def conditional(self) -> bool:
@@ -67,11 +74,16 @@ class Target:
         """Attach the membership split, checking that its images fit this target."""
         split_path = Path(split_path)
         if not split_path.is_file():
-            raise LabError(f"no membership split for target {self.path}: expected {split_path} (or pass --split FILE, or --members/--nonmembers DIRS)")
+            raise LabError(
+                f"no membership split for target {self.path}: expected {split_path} "
+                "(or pass --split FILE, or --members/--nonmembers DIRS)"
+            )
         split = MembershipSplit.load(split_path)
         if self.conditional and split.captions is None:
-            raise LabError(f"{self.path} is a text-to-image target but the split {split_path} has no captions "
-                           "(draw it with data.captions, or give --captions COLUMN with --members/--nonmembers)")
+            raise LabError(
+                f"{self.path} is a text-to-image target but the split {split_path} has no captions "
+                "(draw it with data.captions, or give --captions COLUMN with --members/--nonmembers)"
+            )
         want = (split.preprocess["channels"], split.preprocess["image_size"], split.preprocess["image_size"])
         if self.image_shape != want:
             raise LabError(f"the split's images have shape {want} but the target {self.path} takes {self.image_shape}")
@@ -121,8 +133,10 @@ def pipeline_index(path: str | Path) -> dict:
         raise LabError(f"{path / 'model_index.json'} is not a JSON object")
     for name, value in index.items():
         if not name.startswith("_") and isinstance(value, list) and value and value[0] not in COMPONENT_LIBRARIES:
-            raise LabError(f"{path / 'model_index.json'}: component {name!r} comes from {value[0]!r}; "
-                           f"a target's components come from {', '.join(str(x) for x in COMPONENT_LIBRARIES if x)}")
+            raise LabError(
+                f"{path / 'model_index.json'}: component {name!r} comes from {value[0]!r}; "
+                f"a target's components come from {', '.join(str(x) for x in COMPONENT_LIBRARIES if x)}"
+            )
     return index
 
 
@@ -135,7 +149,9 @@ def read_meta(path: str | Path) -> dict:
         raise LabError(f"{meta_path} is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
         raise LabError(f"{meta_path} is not a JSON object")
-    if meta.get("epoch") is not None and (not isinstance(meta["epoch"], int) or isinstance(meta["epoch"], bool) or meta["epoch"] < 0):
+    if meta.get("epoch") is not None and (
+        not isinstance(meta["epoch"], int) or isinstance(meta["epoch"], bool) or meta["epoch"] < 0
+    ):
         raise LabError(f"{meta_path}: epoch must be a non-negative integer, got {meta['epoch']!r}")
     if not isinstance(meta.get("split_fingerprint", ""), str):
         raise LabError(f"{meta_path}: split_fingerprint must be a string")
@@ -158,11 +174,16 @@ def load_pipeline(path: str | Path) -> Target:
     skip = {part: None for part in OPTIONAL_PARTS if part in index}
     try:
         with complete_weights(path):
-            pipe = DiffusionPipeline.from_pretrained(path, low_cpu_mem_usage=False, local_files_only=True, **skip)  # never the Hub
+            pipe = DiffusionPipeline.from_pretrained(
+                path, low_cpu_mem_usage=False, local_files_only=True, **skip
+            )  # never the Hub
     except LabError:
         raise
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
-        raise LabError(f"cannot load the diffusers pipeline in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise LabError(
+            f"cannot load the diffusers pipeline in {path}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     finally:
         diffusers_logging.set_verbosity(verbosity)
     meta = read_meta(path)
@@ -180,37 +201,64 @@ def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = Non
     if not isinstance(unet, denoiser):
         raise LabError(f"{where}: the denoiser is a {type(unet).__name__}; a {kind} needs a {denoiser.__name__}")
     if not hasattr(scheduler, "alphas_cumprod"):
-        raise LabError(f"{where}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM/DDIM schedule)")
+        raise LabError(
+            f"{where}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM/DDIM schedule)"
+        )
     if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
-        raise LabError(f"{where}: the denoiser predicts {scheduler.config.prediction_type!r}; the attacks need epsilon prediction")
+        raise LabError(
+            f"{where}: the denoiser predicts {scheduler.config.prediction_type!r}; the attacks need epsilon prediction"
+        )
     autoencoder = text_encoder = tokenizer = None
     if kind == "StableDiffusionPipeline":
         from lab.targets.text import check_text_encoder
 
         text_encoder, tokenizer = getattr(pipe, "text_encoder", None), getattr(pipe, "tokenizer", None)
-        if text_encoder is None or tokenizer is None or not hasattr(getattr(text_encoder, "config", None), "hidden_size"):
-            raise LabError(f"{where}: a text-to-image target needs a text encoder (text_encoder/) and a tokenizer (tokenizer/)")
+        if (
+            text_encoder is None
+            or tokenizer is None
+            or not hasattr(getattr(text_encoder, "config", None), "hidden_size")
+        ):
+            raise LabError(
+                f"{where}: a text-to-image target needs a text encoder (text_encoder/) and a tokenizer (tokenizer/)"
+            )
         check_text_encoder(unet, text_encoder, where)
         positions = getattr(text_encoder.config, "max_position_embeddings", None)
         length = getattr(tokenizer, "model_max_length", None)
         if not isinstance(length, int) or length < 2 or (positions is not None and length > positions):
             hint = " (a missing or damaged tokenizer/?)" if isinstance(length, int) and length > 10**6 else ""
-            raise LabError(f"{where}: the tokenizer pads prompts to {length!r} tokens but the text encoder takes at most {positions}{hint}")
+            raise LabError(
+                f"{where}: the tokenizer pads prompts to {length!r} tokens "
+                f"but the text encoder takes at most {positions}{hint}"
+            )
         vocab = getattr(text_encoder.config, "vocab_size", None)
         if vocab is not None and len(tokenizer) > vocab:
-            raise LabError(f"{where}: the tokenizer has {len(tokenizer)} tokens but the text encoder embeds only {vocab}")
+            raise LabError(
+                f"{where}: the tokenizer has {len(tokenizer)} tokens but the text encoder embeds only {vocab}"
+            )
         text_encoder = text_encoder.eval().requires_grad_(False)
     if kind in ("LDMPipeline", "StableDiffusionPipeline"):
         autoencoder = getattr(pipe, PIPELINES[kind], None)
         if not isinstance(autoencoder, (AutoencoderKL, VQModel)):
-            raise LabError(f"{where}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel")
+            raise LabError(
+                f"{where}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel"
+            )
         if unet.config.in_channels != latent_channels(autoencoder):
             raise LabError(
                 f"{where}: the UNet takes {unet.config.in_channels}-channel inputs but the autoencoder makes "
                 f"{latent_channels(autoencoder)}-channel latents"
             )
         autoencoder = autoencoder.eval().requires_grad_(False)
-    return Target(unet.eval().requires_grad_(False), scheduler, None, None, path, meta or {}, autoencoder, text_encoder, tokenizer)
+    return Target(
+        unet=unet.eval().requires_grad_(False),
+        scheduler=scheduler,
+        split=None,
+        split_path=None,
+        path=path,
+        meta=meta or {},
+        autoencoder=autoencoder,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+    )
 
 
 def load_target(path: str | Path, split_file: str | Path | None = None) -> Target:

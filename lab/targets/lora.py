@@ -35,13 +35,23 @@ class LoRA:
         from peft import LoraConfig
 
         if not hasattr(unet, "add_adapter"):
-            raise LabError(f"model.lora: diffusers' {type(unet).__name__} takes no adapters (LoRA works on the UNet2DConditionModel "
-                           "of text-to-image targets); fine-tune it fully instead (model.pretrained without lora)")
+            raise LabError(
+                f"model.lora: diffusers' {type(unet).__name__} takes no adapters "
+                "(LoRA works on the UNet2DConditionModel of text-to-image targets); "
+                "fine-tune it fully instead (model.pretrained without lora)"
+            )
         check_number("lora.rank", self.rank, minimum=1, integer=True)
         check_number("lora.alpha", self.alpha, above=0)
         unet.requires_grad_(False)
         try:
-            unet.add_adapter(LoraConfig(r=self.rank, lora_alpha=self.alpha, init_lora_weights="gaussian", target_modules=list(self.target_modules)))
+            unet.add_adapter(
+                LoraConfig(
+                    r=self.rank,
+                    lora_alpha=self.alpha,
+                    init_lora_weights="gaussian",
+                    target_modules=list(self.target_modules),
+                )
+            )
         except ValueError as e:  # peft: no module matched
             raise LabError(f"lora.target_modules {list(self.target_modules)}: {str(e).splitlines()[0]}") from None
 

@@ -14,7 +14,11 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, LDMPipeline
 def sampling_pipeline(unet, scheduler, autoencoder=None):
     """A DDIM sampler for the target: `DDIMPipeline` on pixels, `LDMPipeline` on latents."""
     ddim = DDIMScheduler.from_config(scheduler.config)
-    pipe = DDIMPipeline(unet=unet, scheduler=ddim) if autoencoder is None else LDMPipeline(vqvae=autoencoder, unet=unet, scheduler=ddim)
+    pipe = (
+        DDIMPipeline(unet=unet, scheduler=ddim)
+        if autoencoder is None
+        else LDMPipeline(vqvae=autoencoder, unet=unet, scheduler=ddim)
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

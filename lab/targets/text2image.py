@@ -42,7 +42,8 @@ class TextToImage(LatentDiffusion):
             locally (ignored with `pretrained`, which brings its own).
         caption_dropout: probability of training on the empty prompt instead of the caption.
         guidance_scale: classifier-free guidance of the sample grids (1: none).
-        pretrained: a local `StableDiffusionPipeline` folder to fine-tune (UNet, VAE, text encoder, tokenizer, schedule).
+        pretrained: a local `StableDiffusionPipeline` folder to fine-tune (UNet, VAE, text encoder, tokenizer,
+            schedule).
     """
 
     pretrained_pipelines = ("StableDiffusionPipeline",)
@@ -79,12 +80,29 @@ class TextToImage(LatentDiffusion):
             raise LabError(f"model.caption_dropout must be below 1, got {caption_dropout}")
         check_number("model.guidance_scale", guidance_scale, minimum=1)
         if pretrained is None and len(cross_attention) != len(block_out_channels):
-            raise LabError(f"model.cross_attention needs one entry per UNet level ({len(block_out_channels)}), got {list(cross_attention)}")
+            raise LabError(
+                f"model.cross_attention needs one entry per UNet level ({len(block_out_channels)}), "
+                f"got {list(cross_attention)}"
+            )
         self.tokenizer = None
         self._embedded: dict[str, torch.Tensor] = {}  # caption -> embedding, during a fit
         super().__init__(
-            image_size, channels, autoencoder, block_out_channels, layers_per_block, False,
-            norm_num_groups, num_train_timesteps, beta_schedule, lr, weight_decay, warmup_steps, ema_decay, dp, pretrained, lora,
+            image_size=image_size,
+            channels=channels,
+            autoencoder=autoencoder,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            attention=False,
+            norm_num_groups=norm_num_groups,
+            num_train_timesteps=num_train_timesteps,
+            beta_schedule=beta_schedule,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            ema_decay=ema_decay,
+            dp=dp,
+            pretrained=pretrained,
+            lora=lora,
         )
         self.save_hyperparameters()
         if pretrained is not None:
@@ -92,7 +110,13 @@ class TextToImage(LatentDiffusion):
         else:
             check_number("model.vocab_size", vocab_size, minimum=1, integer=True)
             check_number("model.max_length", max_length, minimum=2, integer=True)
-            self.text_encoder = build_text_encoder(vocab_size, text_hidden_size, text_layers, text_heads, max_length)
+            self.text_encoder = build_text_encoder(
+                vocab_size=vocab_size,
+                hidden_size=text_hidden_size,
+                layers=text_layers,
+                heads=text_heads,
+                max_length=max_length,
+            )
         check_text_encoder(self.unet, self.text_encoder, "model")
 
     def build_unet(self, size: int, channels: int):
@@ -103,9 +127,16 @@ class TextToImage(LatentDiffusion):
         down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in h.cross_attention]
         up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(h.cross_attention)]
         return UNet2DConditionModel(
-            sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=tuple(h.block_out_channels),
-            layers_per_block=h.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
-            norm_num_groups=h.norm_num_groups, cross_attention_dim=h.text_hidden_size, attention_head_dim=h.attention_head_dim,
+            sample_size=size,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=tuple(h.block_out_channels),
+            layers_per_block=h.layers_per_block,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            norm_num_groups=h.norm_num_groups,
+            cross_attention_dim=h.text_hidden_size,
+            attention_head_dim=h.attention_head_dim,
         )
 
     def train(self, mode: bool = True):
@@ -121,8 +152,12 @@ class TextToImage(LatentDiffusion):
         self._embedded = {}
         if self.tokenizer is None and split is not None and split.captions is not None:
             # from every caption of the split, members and non-members alike (see lab.targets.text)
-            self.tokenizer = build_tokenizer(split.captions, self.hparams.vocab_size, self.hparams.max_length,
-                                             Path(tempfile.mkdtemp(prefix="lab_tokenizer_")))
+            self.tokenizer = build_tokenizer(
+                captions=split.captions,
+                vocab_size=self.hparams.vocab_size,
+                max_length=self.hparams.max_length,
+                folder=Path(tempfile.mkdtemp(prefix="lab_tokenizer_")),
+            )
 
     def denoise(self, x_t, t, context=None):
         return self.unet(x_t, t, encoder_hidden_states=context).sample
@@ -141,18 +176,35 @@ class TextToImage(LatentDiffusion):
         return torch.stack([self._embedded[c] for c in captions])
 
     def attack_target(self, split) -> Target:
-        return Target(self.target_unet, self.scheduler, split, split_path=None, path=None, autoencoder=self.autoencoder,
-                      text_encoder=self.text_encoder, tokenizer=self.tokenizer)
+        return Target(
+            self.target_unet,
+            self.scheduler,
+            split,
+            split_path=None,
+            path=None,
+            autoencoder=self.autoencoder,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+        )
 
     def pipeline(self, unet):
-        """A `StableDiffusionPipeline` of `unet` with this target's VAE, text encoder, tokenizer and a DDIM schedule."""
+        """A `StableDiffusionPipeline` of `unet` with this target's VAE, text encoder, tokenizer and a DDIM
+        schedule."""
         from diffusers import DDIMScheduler, StableDiffusionPipeline
 
         if self.tokenizer is None:
-            raise LabError("the text-to-image target has no tokenizer yet (it is built from the split's captions when the fit starts)")
+            raise LabError(
+                "the text-to-image target has no tokenizer yet "
+                "(it is built from the split's captions when the fit starts)"
+            )
         pipe = StableDiffusionPipeline(
-            vae=self.autoencoder, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=unet,
-            scheduler=DDIMScheduler.from_config(self.scheduler.config, steps_offset=1), safety_checker=None, feature_extractor=None,
+            vae=self.autoencoder,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=unet,
+            scheduler=DDIMScheduler.from_config(self.scheduler.config, steps_offset=1),
+            safety_checker=None,
+            feature_extractor=None,
             requires_safety_checker=False,
         )
         pipe.set_progress_bar_config(disable=True)
@@ -172,8 +224,13 @@ class TextToImage(LatentDiffusion):
         size = self.hparams.image_size
         try:
             return self.pipeline(unet)(
-                self.sample_prompts(num_images), height=size, width=size, num_inference_steps=steps,
-                guidance_scale=self.hparams.guidance_scale, generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
+                self.sample_prompts(num_images),
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=self.hparams.guidance_scale,
+                generator=torch.Generator(device="cpu").manual_seed(seed),
+                output_type="np",
             ).images
         finally:
             unet.train(was_training)
@@ -196,7 +253,13 @@ def load_text_parts(path: str):
     except LabError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers raises many types for missing/corrupt/unsafe files
-        raise LabError(f"model.pretrained: cannot load the text encoder and tokenizer of {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise LabError(
+            f"model.pretrained: cannot load the text encoder and tokenizer of {path}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     if len(tokenizer) > encoder.config.vocab_size:
-        raise LabError(f"model.pretrained: the tokenizer of {path} has {len(tokenizer)} tokens but its text encoder embeds only {encoder.config.vocab_size}")
+        raise LabError(
+            f"model.pretrained: the tokenizer of {path} has {len(tokenizer)} tokens "
+            f"but its text encoder embeds only {encoder.config.vocab_size}"
+        )
     return encoder.eval().requires_grad_(False), tokenizer

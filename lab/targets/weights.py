@@ -47,4 +47,6 @@ def complete_weights(where):
             log.setLevel(level)
             log.propagate = propagate
     if found:
-        raise LabError(f"{where}: the checkpoint lacks weights of its model ({found[0][:300]}): a damaged or mismatched folder")
+        raise LabError(
+            f"{where}: the checkpoint lacks weights of its model ({found[0][:300]}): a damaged or mismatched folder"
+        )
