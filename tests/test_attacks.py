@@ -100,7 +100,6 @@ def test_scores_are_deterministic_and_batch_size_free(tiny_target, name):
     assert_same_scores(b.score, a.score, name)  # equal up to kernel rounding, which depends on the batch size
 
 
-@pytest.mark.kernel_paths
 @pytest.mark.parametrize(
     "name", [n for n in ATTACK_NAMES if n not in NEEDS_REFERENCES and not ATTACKS[n].text_to_image_only]
 )

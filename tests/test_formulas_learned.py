@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import move, q
+from helpers import noise as draw  # draw d of a split row (pfami_expected has a `noise` setting)
 from sklearn.metrics import roc_auc_score
 
 diffusers = pytest.importorskip("diffusers")
@@ -73,29 +75,13 @@ def bound(target, name, **settings):
 # --------------------------------------------------------------------------- plain-torch helpers
 
 
-def draw(row: int, d: int, shape, seed: int = 0) -> torch.Tensor:
-    """Noise draw d of split row `row` under attack seed `seed`."""
-    state = int(np.random.SeedSequence([seed, int(row), int(d)]).generate_state(1)[0])
-    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(state))
-
-
 def eps(unet, x: torch.Tensor, t: int) -> torch.Tensor:
     return unet(x, torch.full((x.shape[0],), int(t), dtype=torch.long)).sample
-
-
-def q(abar, x0, t, e):
-    return abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * e
 
 
 def loss_t(unet, abar, x0, t, e):
     """Per-example mean-pixel diffusion loss: (B,)."""
     return (eps(unet, q(abar, x0, t, e), t) - e).pow(2).flatten(1).mean(1)
-
-
-def move(abar, x, s, t, e):
-    """Deterministic DDIM move of x from timestep s to timestep t with predicted noise e."""
-    x0_pred = (x - (1 - abar[s]).sqrt() * e) / abar[s].sqrt()
-    return abar[t].sqrt() * x0_pred + (1 - abar[t]).sqrt() * e
 
 
 def as_numpy(x) -> np.ndarray:
