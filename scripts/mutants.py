@@ -36,6 +36,7 @@ TESTS = [
     "tests/test_text2image.py::test_conditioned_scores_do_not_depend_on_batching_or_on_which_attacks_share_calls",
     "tests/test_text2image.py::test_bundled_digits_get_generated_captions_that_enter_the_hash_and_fingerprint",
     "tests/test_text2image.py::test_folder_captions_from_jsonl_and_csv_round_trip_through_the_split_file",
+    "tests/test_hub_layouts.py",
 ]
 
 # name: (file, exact original snippet, its replacement)
@@ -209,6 +210,18 @@ MUTANTS = {
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",
         "scores[test_idx] = self.decision(values[test_idx]).double().numpy()",
+    ),
+    # Hub layouts: an fp16-variant-only folder, fp16 weights, CompVis' unscaled LDM latents
+    "variant-not-detected": (
+        "lab/targets/load.py",
+        "    variant = weight_variant(path, index)\n",
+        "    variant = None\n",
+    ),
+    "fp16-not-upcast": ("lab/targets/load.py", "        module.to(torch.float32)\n", "        pass\n"),
+    "ldm-default-scale": (
+        "lab/targets/load.py",
+        'if kind == "LDMPipeline" and not stated_scaling_factor(path / "vqvae"):',
+        "if False:",
     ),
 }
 

@@ -7,12 +7,15 @@ A target is a diffusers pipeline folder: `DDPMPipeline`/`DDIMPipeline` (pixel ta
 lab's own export, or a pretrained model saved locally (e.g. google/ddpm-cifar10-32,
 CompVis/ldm-celebahq-256), plus a membership split file: `split.json` beside it, or one the user
 names or builds from member / non-member image folders. Weights are read from safetensors, or
-from `.bin` files with `torch.load(weights_only=True)` (diffusers' loader), never as arbitrary pickles.
+from `.bin` files with `torch.load(weights_only=True)` (diffusers' loader), never as arbitrary pickles;
+an fp16-variant-only folder loads with that variant, every module is upcast to float32 (the Trainer's
+precision decides what runs in 16 bits), and an LDM whose vqvae states no latent scale gets 1.0.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,10 +175,15 @@ def load_pipeline(path: str | Path) -> Target:
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # LDMPipeline types `vqvae` as VQModel; an AutoencoderKL there is fine
     skip = {part: None for part in OPTIONAL_PARTS if part in index}
+    variant = weight_variant(path, index)
     try:
         with complete_weights(path):
             pipe = DiffusionPipeline.from_pretrained(
-                path, low_cpu_mem_usage=False, local_files_only=True, **skip
+                path,
+                low_cpu_mem_usage=False,
+                local_files_only=True,
+                **skip,
+                **({"variant": variant} if variant else {}),
             )  # never the Hub
     except LabError:
         raise
@@ -186,8 +194,57 @@ def load_pipeline(path: str | Path) -> Target:
         ) from None
     finally:
         diffusers_logging.set_verbosity(verbosity)
+    upcast_and_check(pipe, path)
+    if kind == "LDMPipeline" and not stated_scaling_factor(path / "vqvae"):
+        # CompVis' LDMs (ldm-celebahq-256, ...) were trained on unscaled latents; their vqvae config states no
+        # scaling_factor, so diffusers' class default (0.18215) would shrink every latent the UNet sees
+        pipe.vqvae.register_to_config(scaling_factor=1.0)
     meta = read_meta(path)
     return target_from_pipeline(pipe, path, meta)
+
+
+WEIGHT_FILE = re.compile(
+    r"^(diffusion_pytorch_model|model|pytorch_model)(?:-\d+-of-\d+)?(?:\.([A-Za-z0-9_]+))?\.(safetensors|bin)$"
+)
+
+
+def weight_variant(path: Path, index: dict) -> str | None:
+    """The weights' variant ("fp16") where some component folder holds only variant files
+    (`diffusion_pytorch_model.fp16.safetensors`), as Hub repositories with fp16 branches ship them."""
+    variants = set()
+    for name, value in index.items():
+        folder = path / name
+        if name.startswith("_") or not isinstance(value, list) or not value or value[0] is None or not folder.is_dir():
+            continue
+        found = [m.group(2) for f in folder.iterdir() if (m := WEIGHT_FILE.match(f.name))]
+        if found and None not in found:
+            variants |= set(found)
+    if len(variants) > 1:
+        raise LabError(f"{path}: component weights come in several variants ({', '.join(sorted(variants))}): keep one")
+    return variants.pop() if variants else None
+
+
+def upcast_and_check(pipe, path: Path) -> None:
+    """Every module of a loaded pipeline in float32 (weights stored in fp16, or a text encoder whose config
+    records float16, which transformers 5 honours): the Trainer's precision then decides what runs in
+    16 bits. A weight that is inf or NaN (an fp16 overflow) is refused."""
+    import torch
+
+    for name, module in pipe.components.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        module.to(torch.float32)
+        bad = next((n for n, p in module.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise LabError(f"{path / name}: weight {bad} holds inf or NaN (fp16 weights that overflowed?)")
+
+
+def stated_scaling_factor(folder: Path) -> bool:
+    """True where the autoencoder's config.json states its latent scale."""
+    try:
+        return "scaling_factor" in json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return True  # unreadable configs are reported by the loader itself
 
 
 def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = None) -> Target:
