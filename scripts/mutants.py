@@ -37,6 +37,7 @@ TESTS = [
     "tests/test_text2image.py::test_bundled_digits_get_generated_captions_that_enter_the_hash_and_fingerprint",
     "tests/test_text2image.py::test_folder_captions_from_jsonl_and_csv_round_trip_through_the_split_file",
     "tests/test_hub_layouts.py",
+    "tests/test_formulas_prediction.py",
 ]
 
 # name: (file, exact original snippet, its replacement)
@@ -210,6 +211,27 @@ MUTANTS = {
         "lab/attacks/base.py",
         "scores[test_idx] += self.decision(values[test_idx]).double().numpy() / folds",
         "scores[test_idx] = self.decision(values[test_idx]).double().numpy()",
+    ),
+    # prediction types: the conversions to eps_hat and the v objective
+    "v-to-eps-sign": (
+        "lab/attacks/base.py",
+        "return a.sqrt() * out + (1 - a).sqrt() * x_t",
+        "return a.sqrt() * out - (1 - a).sqrt() * x_t",
+    ),
+    "x0-to-eps-wrong-scale": (
+        "lab/attacks/base.py",
+        "return (x_t - a.sqrt() * out) / (1 - a).sqrt()",
+        "return (x_t - out) / (1 - a).sqrt()",
+    ),
+    "v-objective-is-eps-target": (
+        "lab/attacks/base.py",
+        "return out - (a.sqrt() * noise - (1 - a).sqrt() * x0)",
+        "return out - noise",
+    ),
+    "graybox-sampler-gets-eps-hat": (
+        "lab/attacks/graybox.py",
+        "self.sampler.step(self.model_output(x_t, t), t, x_t",
+        "self.sampler.step(self.eps(x_t, t), t, x_t",
     ),
     # Hub layouts: an fp16-variant-only folder, fp16 weights, CompVis' unscaled LDM latents
     "variant-not-detected": (

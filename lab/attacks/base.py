@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from lab.data.split import MembershipSplit
 from lab.errors import LabError
 from lab.targets.autoencoder import decode, encode
-from lab.targets.load import Target
+from lab.targets.load import PREDICTION_TYPES, Target
 
 
 class Attack(pl.LightningModule):
@@ -56,6 +56,8 @@ class Attack(pl.LightningModule):
         self.setup_calls = 0  # one-off denoiser calls per target (e.g. generating samples)
         self.text_encoder = self.tokenizer = self.captions = self.condition = self.batch_captions = None
         self._context = None  # (B, L, D) prompt embeddings of the batch being scored (text-to-image targets)
+        self.prediction_type = "epsilon"  # the bound target's (`bind`)
+        self.objective = "model"  # the loss family's: the model's own training loss, or "eps" (`error`)
 
     def settings(self) -> dict:
         """The attack's hyper-parameters, as written into the scores table (with `condition` on a
@@ -82,6 +84,9 @@ class Attack(pl.LightningModule):
         self.unet = target.unet.eval().requires_grad_(False)
         self.autoencoder = target.autoencoder.eval().requires_grad_(False) if target.autoencoder is not None else None
         self.num_train_timesteps = int(target.scheduler.config.num_train_timesteps)
+        self.prediction_type = target.scheduler.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise LabError(f"the denoiser predicts {self.prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
         self.register_buffer(
             "alphas_cumprod", target.scheduler.alphas_cumprod.detach().clone().float(), persistent=False
         )
@@ -125,7 +130,48 @@ class Attack(pl.LightningModule):
         return z if self.autoencoder is None else decode(self.autoencoder, z)
 
     def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """One batched denoiser call eps_theta(x_t, t); counted once per example. When several attacks
+        """eps_hat(x_t, t): one denoiser call, its output converted to a noise prediction by the target's
+        prediction type (with abar = abar_t and out the model's output):
+
+            epsilon:       eps_hat = out
+            v_prediction:  eps_hat = sqrt(abar) out + sqrt(1 - abar) x_t      (v = sqrt(abar) e - sqrt(1 - abar) x0)
+            sample:        eps_hat = (x_t - sqrt(abar) out) / sqrt(1 - abar)
+        """
+        out = self.model_output(x_t, t)
+        if self.prediction_type == "epsilon":
+            return out
+        a = self._abar_like(t, x_t)
+        if self.prediction_type == "v_prediction":
+            return a.sqrt() * out + (1 - a).sqrt() * x_t
+        return (x_t - a.sqrt() * out) / (1 - a).sqrt()
+
+    def error(self, x_t: torch.Tensor, t: int | torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The loss family's residual at x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise. `objective: model`
+        (the default): the model's output minus its own training target, so its squared norm is the loss
+        the target was trained on (noise for epsilon, sqrt(abar) noise - sqrt(1 - abar) x0 for
+        v_prediction, x0 for sample); `objective: eps`: eps_hat - noise, the epsilon-space loss."""
+        if self.objective == "eps" or self.prediction_type == "epsilon":
+            return self.eps(x_t, t) - noise
+        out = self.model_output(x_t, t)
+        if self.prediction_type == "v_prediction":
+            a = self._abar_like(t, x_t)
+            return out - (a.sqrt() * noise - (1 - a).sqrt() * x0)
+        return out - x0
+
+    def set_objective(self, objective: str) -> None:
+        if objective not in OBJECTIVES:
+            raise LabError(
+                f"{self.registry_name}: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}"
+            )
+        self.objective = objective
+
+    def _abar_like(self, t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """abar_t shaped to broadcast against x (one value, or one per example for a tensor of timesteps)."""
+        a = self.abar(t if torch.is_tensor(t) else int(t))
+        return a.view(-1, *[1] * (x.dim() - 1)) if a.dim() else a
+
+    def model_output(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """One batched denoiser call (the raw output); counted once per example. When several attacks
         run on one target, a call another attack already made on the same (denoiser, x_t, t) is served
         from the shared `DenoiserCache` (still counted: it is part of this attack's cost) and counted
         as reused."""
@@ -270,6 +316,7 @@ class Attack(pl.LightningModule):
 
 
 CONDITIONS = ("caption", "empty")
+OBJECTIVES = ("model", "eps")
 
 
 class DenoiserCache:

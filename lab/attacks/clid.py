@@ -48,7 +48,8 @@ class CaptionLosses:
     uses_condition = False  # always the caption and its reductions
     text_to_image_only = "it compares losses under different captions"
 
-    def _settings(self, timesteps, num_noise, reductions) -> None:
+    def _settings(self, timesteps, num_noise, reductions, objective: str = "model") -> None:
+        self.set_objective(objective)
         if reductions not in REDUCTIONS:
             raise LabError(f"clid: reductions must be one of {', '.join(REDUCTIONS)}, got {reductions!r}")
         check_number("clid: num_noise", num_noise, minimum=1, integer=True)
@@ -69,7 +70,7 @@ class CaptionLosses:
             for i, t in enumerate(self.timesteps):
                 for k in range(self.num_noise):
                     noise = draws[i * self.num_noise + k]
-                    out += (self.eps(self.q_sample(x0, t, noise), t) - noise).pow(2).flatten(1).mean(1)
+                    out += self.error(self.q_sample(x0, t, noise), t, x0, noise).pow(2).flatten(1).mean(1)
         return out / (len(self.timesteps) * self.num_noise)
 
     def terms(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -92,11 +93,12 @@ class CLiD(CaptionLosses, Attack):
         num_noise: int = 1,
         reductions: str = "thirds",
         alpha: float = 1.0,
+        objective: str = "model",
         seed: int = 0,
     ):
         super().__init__(seed)
         self.save_hyperparameters()
-        self._settings(timesteps, num_noise, reductions)
+        self._settings(timesteps, num_noise, reductions, objective)
         check_number("clid: alpha", alpha, minimum=0)
         if alpha > 1:
             raise LabError(f"clid: alpha must be in [0, 1], got {alpha}")

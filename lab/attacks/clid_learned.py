@@ -28,11 +28,16 @@ class CLiDTh(CaptionLosses, LearnedAttack):
     """CLiD_th: robust-scaled D and -l(c), mixed with the alpha of the best fit-set AUC."""
 
     def __init__(
-        self, timesteps: list[int] = (440, 450, 460), num_noise: int = 1, reductions: str = "thirds", seed: int = 0
+        self,
+        timesteps: list[int] = (440, 450, 460),
+        num_noise: int = 1,
+        reductions: str = "thirds",
+        objective: str = "model",
+        seed: int = 0,
     ):
         super().__init__(seed)
         self.save_hyperparameters()
-        self._settings(timesteps, num_noise, reductions)
+        self._settings(timesteps, num_noise, reductions, objective)
 
     def features(self, x0, rows):
         return self.terms(x0, rows)
@@ -64,11 +69,12 @@ class CLiDVec(CaptionLosses, LearnedAttack):
         num_noise: int = 1,
         reductions: str = "thirds",
         trees: int = 20,
+        objective: str = "model",
         seed: int = 0,
     ):
         super().__init__(seed)
         self.save_hyperparameters()
-        self._settings(timesteps, num_noise, reductions)
+        self._settings(timesteps, num_noise, reductions, objective)
         check_number("clid_vec: trees", trees, minimum=1, integer=True)
 
     def features(self, x0, rows):

@@ -21,9 +21,12 @@ from lab.errors import LabError
 class GradientNorm(Attack):
     needs_grad = True
 
-    def __init__(self, timesteps: list[int] = (100,), num_noise: int = 4, seed: int = 0):
+    def __init__(self, timesteps: list[int] = (100,), num_noise: int = 4, objective: str = "model", seed: int = 0):
         super().__init__(seed)
-        self.save_hyperparameters({"timesteps": list(timesteps), "num_noise": num_noise, "seed": seed})
+        self.save_hyperparameters(
+            {"timesteps": list(timesteps), "num_noise": num_noise, "objective": objective, "seed": seed}
+        )
+        self.set_objective(objective)
         self.timesteps, self.num_noise = [int(t) for t in timesteps], int(num_noise)
         if not self.timesteps or self.num_noise < 1:
             raise LabError("gradient_norm needs at least one timestep and num_noise >= 1")
@@ -46,7 +49,7 @@ class GradientNorm(Attack):
                 for p in params:
                     p.requires_grad_(True)
                 x_t = a.sqrt() * x0[i : i + 1] + (1 - a).sqrt() * noise
-                loss = (self.eps(x_t, t) - noise).pow(2).mean()
+                loss = self.error(x_t, t, x0[i : i + 1], noise).pow(2).mean()
                 grads = self.grad(loss, params)
                 for p in params:
                     p.requires_grad_(False)

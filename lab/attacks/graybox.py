@@ -54,7 +54,7 @@ class GrayBox(Attack):
 
     def sampler_step(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """The box: the target's DDIM sampler moving x_t from t to t - grid_step (an API call)."""
-        return self.sampler.step(self.eps(x_t, t), t, x_t, eta=0.0).prev_sample
+        return self.sampler.step(self.model_output(x_t, t), t, x_t, eta=0.0).prev_sample
 
     def score(self, x0, rows):
         noise = self.noise(x0, rows)

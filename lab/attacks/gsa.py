@@ -29,9 +29,16 @@ class _GSA(LearnedAttack):
     needs_grad = True
     per_timestep_backward = False
 
-    def __init__(self, timesteps: list[int] = tuple(range(99, 1000, 100)), trees: int = 200, seed: int = 0):
+    def __init__(
+        self,
+        timesteps: list[int] = tuple(range(99, 1000, 100)),
+        trees: int = 200,
+        objective: str = "model",
+        seed: int = 0,
+    ):
         super().__init__(seed)
-        self.save_hyperparameters({"timesteps": list(timesteps), "trees": trees, "seed": seed})
+        self.save_hyperparameters({"timesteps": list(timesteps), "trees": trees, "objective": objective, "seed": seed})
+        self.set_objective(objective)
         self.timesteps = [int(t) for t in timesteps]
         if not self.timesteps or trees < 1:
             raise LabError(f"{type(self).__name__.lower()} needs timesteps and trees >= 1")
@@ -55,7 +62,9 @@ class _GSA(LearnedAttack):
                     p.requires_grad_(True)
                 a = self.abar(t).view(-1, 1, 1, 1)
                 x_t = a.sqrt() * x0[i : i + 1] + (1 - a).sqrt() * noise
-                losses = (self.eps(x_t, t) - noise).pow(2).flatten(1).mean(1)  # |T| calls for this example
+                losses = (
+                    self.error(x_t, t, x0[i : i + 1], noise).pow(2).flatten(1).mean(1)
+                )  # |T| calls for this example
                 if self.per_timestep_backward:
                     norms = torch.zeros(len(params), device=x0.device)
                     for j in range(len(self.timesteps)):

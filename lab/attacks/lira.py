@@ -111,9 +111,10 @@ class LiRA(LossAttack):
         num_noise: int = 4,
         variance: str = "auto",
         num_references: int | None = None,
+        objective: str = "model",
         seed: int = 0,
     ):
-        super().__init__(timesteps=timesteps, num_noise=num_noise, seed=seed)
+        super().__init__(timesteps=timesteps, num_noise=num_noise, objective=objective, seed=seed)
         self.save_hyperparameters()
         if variance not in VARIANCES:
             raise LabError(f"lira: variance must be one of {', '.join(VARIANCES)}, got {variance!r}")

@@ -18,9 +18,10 @@ from lab.errors import LabError
 class LossAttack(Attack):
     sweep_setting = "timesteps"
 
-    def __init__(self, timesteps: list[int] = (100,), num_noise: int = 4, seed: int = 0):
+    def __init__(self, timesteps: list[int] = (100,), num_noise: int = 4, objective: str = "model", seed: int = 0):
         super().__init__(seed)
         self.save_hyperparameters()
+        self.set_objective(objective)
         self.timesteps, self.num_noise = [int(t) for t in timesteps], int(num_noise)
         if not self.timesteps or self.num_noise < 1:
             raise LabError("loss attack needs at least one timestep and num_noise >= 1")
@@ -37,7 +38,7 @@ class LossAttack(Attack):
         for k in range(self.num_noise):
             noise = self.noise(x0, rows, draw=k)
             for j, t in enumerate(timesteps):
-                err = self.eps(self.q_sample(x0, t, noise), t) - noise
+                err = self.error(self.q_sample(x0, t, noise), t, x0, noise)
                 out[:, j] += err.pow(2).flatten(1).mean(1) / self.num_noise
         return out
 

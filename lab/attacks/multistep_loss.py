@@ -31,13 +31,16 @@ class MultistepLossAttack(LossAttack):
         truncation: int = 200,
         statistic: str = "mean",
         num_noise: int = 1,
+        objective: str = "model",
         seed: int = 0,
     ):
         if statistic not in STATISTICS:
             raise LabError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
         if grid_step < 1 or truncation < 0:
             raise LabError("multistep_loss needs grid_step >= 1 and truncation >= 0")
-        super().__init__(timesteps=list(range(0, truncation + 1, grid_step)), num_noise=num_noise, seed=seed)
+        super().__init__(
+            timesteps=list(range(0, truncation + 1, grid_step)), num_noise=num_noise, objective=objective, seed=seed
+        )
         self.save_hyperparameters(ignore=["timesteps"])
         self.statistic = statistic
 

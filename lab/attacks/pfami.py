@@ -77,8 +77,8 @@ class _Fluctuation:
             else:
                 noise = self.noise(variants[:b], rows, draw=j).repeat(n, 1, 1, 1)
             # the neighbours in batches of the attack's own size: one 11x batch is ~2.5x slower per row on a CPU
-            eps = torch.cat([self.eps(chunk, t) for chunk in self.q_sample(variants, t, noise).split(x0.shape[0])])
-            err = (eps - noise).pow(2).flatten(1).mean(1)
+            chunks = zip(*(v.split(b) for v in (self.q_sample(variants, t, noise), variants, noise)))
+            err = torch.cat([self.error(x_t, t, z0, e) for x_t, z0, e in chunks]).pow(2).flatten(1).mean(1)
             losses = err.view(n, x0.shape[0])
             out[:, j] = ((losses[1:] - losses[0]) / losses[0].clamp_min(1e-12)).T
         return out
@@ -90,11 +90,21 @@ class PFAMI(_Fluctuation, Attack):
         timesteps: list[int] = TIMESTEPS,
         strengths: list[float] | None = None,
         noise: str = "fresh",
+        objective: str = "model",
         seed: int = 0,
     ):
         super().__init__(seed)
         strengths = list(strengths) if strengths is not None else [STRENGTHS[5]]
-        self.save_hyperparameters({"timesteps": list(timesteps), "strengths": strengths, "noise": noise, "seed": seed})
+        self.save_hyperparameters(
+            {
+                "timesteps": list(timesteps),
+                "strengths": strengths,
+                "noise": noise,
+                "objective": objective,
+                "seed": seed,
+            }
+        )
+        self.set_objective(objective)
         self._init_pfami(timesteps, strengths, noise)
 
     def score(self, x0, rows):
@@ -108,13 +118,22 @@ class PFAMINN(_Fluctuation, LearnedAttack):
         strengths: list[float] | None = None,
         noise: str = "fresh",
         C: float = 1.0,
+        objective: str = "model",
         seed: int = 0,
     ):
         super().__init__(seed)
         strengths = list(strengths) if strengths is not None else list(STRENGTHS)
         self.save_hyperparameters(
-            {"timesteps": list(timesteps), "strengths": strengths, "noise": noise, "C": C, "seed": seed}
+            {
+                "timesteps": list(timesteps),
+                "strengths": strengths,
+                "noise": noise,
+                "C": C,
+                "objective": objective,
+                "seed": seed,
+            }
         )
+        self.set_objective(objective)
         self._init_pfami(timesteps, strengths, noise)
         self.classifier = None
 

@@ -39,6 +39,7 @@ class RMIA(LiRA):
         offline_a: float = 0.3,
         gamma: float = 1.0,
         num_references: int | None = None,
+        objective: str = "model",
         seed: int = 0,
     ):
         super().__init__(
@@ -47,6 +48,7 @@ class RMIA(LiRA):
             num_noise=num_noise,
             variance="auto",
             num_references=num_references,
+            objective=objective,
             seed=seed,
         )
         check_number("rmia: offline_a", offline_a, minimum=0.0, maximum=1.0)

@@ -1,7 +1,10 @@
-"""Pixel-space DDPM target: a diffusers UNet2DModel trained with the epsilon objective.
+"""Pixel-space DDPM target: a diffusers UNet2DModel trained with the epsilon (or v, or x0) objective.
 
     L(theta) = E_{x0 ~ members, t ~ U{0..T-1}, e ~ N(0, I)}
-                   || e_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) e, t) - e ||^2
+                   || f_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) e, t) - y ||^2
+
+with y = e (`prediction_type: epsilon`, the default), v = sqrt(abar_t) e - sqrt(1 - abar_t) x0
+(`v_prediction`) or x0 (`sample`); the exported scheduler records which.
 
 What an attack needs is exported with `save_pretrained` in the `DDPMPipeline` layout
 (`unet/`, `scheduler/`, `model_index.json`), so a plain diffusers pipeline can sample from it.
@@ -25,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lab.errors import LabError, check_number
 from lab.targets.dp import DPSGD, PrivateTraining
-from lab.targets.load import Target
+from lab.targets.load import PREDICTION_TYPES, Target
 from lab.targets.lora import LoRA, merged
 from lab.targets.pipelines import ddim_images, export_pipeline, sampling_pipeline
 
@@ -81,6 +84,10 @@ class PixelDDPM(pl.LightningModule):
             and noise schedule; the width, level and schedule arguments above are then ignored).
         lora: train LoRA adapters (`lab.targets.lora.LoRA`, with peft, as diffusers' LoRA training does)
             instead of every weight; exports have the adapters merged in.
+        prediction_type: what the UNet learns to predict from x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) e:
+            `epsilon` (e), `v_prediction` (v = sqrt(abar_t) e - sqrt(1 - abar_t) x0, as SD 2.x) or `sample`
+            (x0); the loss is the squared error against it, and the exported scheduler says which. None:
+            epsilon, or the pretrained folder's own when fine-tuning (a different one is refused).
     """
 
     clip_sample = True  # samplers clip predicted x0 to the data range [-1, 1]
@@ -102,6 +109,7 @@ class PixelDDPM(pl.LightningModule):
         dp: DPSGD | None = None,
         pretrained: str | None = None,
         lora: LoRA | None = None,
+        prediction_type: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -135,13 +143,22 @@ class PixelDDPM(pl.LightningModule):
             )
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise LabError(f"ema_decay must be in (0, 1), got {ema_decay}")
+        if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+            raise LabError(
+                f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}"
+            )
         if pretrained is not None:
-            self.unet, self.scheduler = load_pretrained_unet(pretrained, self.clip_sample, (unet_channels, unet_size))
+            self.unet, self.scheduler = load_pretrained_unet(
+                pretrained, self.clip_sample, (unet_channels, unet_size), prediction_type
+            )
         else:
             self.unet = self.build_unet(unet_size, unet_channels)
             try:
                 self.scheduler = DDPMScheduler(
-                    num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=self.clip_sample
+                    num_train_timesteps=num_train_timesteps,
+                    beta_schedule=beta_schedule,
+                    clip_sample=self.clip_sample,
+                    prediction_type=prediction_type or "epsilon",
                 )
             except NotImplementedError as e:
                 raise LabError(f"unknown beta_schedule {beta_schedule!r}: {e}") from None
@@ -170,7 +187,7 @@ class PixelDDPM(pl.LightningModule):
         )
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """eps_theta(x_t, t) of the UNet being trained (text-to-image targets also take the prompt embedding)."""
+        """f_theta(x_t, t) of the UNet being trained (text-to-image targets also take the prompt embedding)."""
         return self.unet(x_t, t).sample
 
     def condition(self, rows: torch.Tensor) -> torch.Tensor | None:
@@ -205,7 +222,11 @@ class PixelDDPM(pl.LightningModule):
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         noisy = self.scheduler.add_noise(x0, noise, t)
-        return F.mse_loss(self.denoise(noisy, t, context), noise)
+        kind = self.scheduler.config.prediction_type
+        target = (
+            noise if kind == "epsilon" else self.scheduler.get_velocity(x0, noise, t) if kind == "v_prediction" else x0
+        )
+        return F.mse_loss(self.denoise(noisy, t, context), target)
 
     def training_step(self, batch, batch_idx):
         x0, rows = batch
@@ -314,7 +335,7 @@ def check_pretrained(path: str, kinds: tuple[str, ...]) -> None:
         raise LabError(f"model.pretrained: {path} holds a {kind}; this target fine-tunes a {' or '.join(kinds)}")
 
 
-def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int]):
+def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int], prediction_type: str | None = None):
     """The UNet (trainable) and a DDPM noise schedule with the folder's betas, from a pipeline folder."""
     from diffusers import UNet2DConditionModel
 
@@ -340,7 +361,13 @@ def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int]):
             f"model.pretrained: the UNet of {path} takes {unet.config.in_channels} x {size} x {size} "
             f"but the data gives {shape[0]} x {shape[1]} x {shape[1]} (set data.image_size)"
         )
-    scheduler = DDPMScheduler.from_config(
-        {**scheduler.config, "clip_sample": clip_sample, "prediction_type": "epsilon"}
-    )
+    own = scheduler.config.get("prediction_type", "epsilon")
+    if own not in PREDICTION_TYPES:
+        raise LabError(f"model.pretrained: {path} predicts {own!r}; supported: {', '.join(PREDICTION_TYPES)}")
+    if prediction_type is not None and prediction_type != own:
+        raise LabError(
+            f"model.prediction_type {prediction_type!r} differs from the pretrained {path}'s {own!r}: fine-tuning "
+            "keeps the base model's parametrisation (drop model.prediction_type)"
+        )
+    scheduler = DDPMScheduler.from_config({**scheduler.config, "clip_sample": clip_sample, "prediction_type": own})
     return unet.train().requires_grad_(True), scheduler

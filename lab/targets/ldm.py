@@ -61,6 +61,7 @@ class LatentDiffusion(PixelDDPM):
         dp: DPSGD | None = None,
         pretrained: str | None = None,
         lora: LoRA | None = None,
+        prediction_type: str | None = None,
     ):
         # fine-tuning a pipeline folder: its autoencoder comes with it
         self.autoencoder_stage = (
@@ -84,6 +85,7 @@ class LatentDiffusion(PixelDDPM):
             dp=dp,
             pretrained=pretrained,
             lora=lora,
+            prediction_type=prediction_type,
         )
 
     pretrained_pipelines = ("LDMPipeline",)

@@ -27,6 +27,7 @@ from lab.errors import LabError
 from lab.targets.autoencoder import downsampling, latent_channels
 from lab.targets.weights import complete_weights
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what a DDPM/DDIM scheduler's model output can be
 PIPELINES = {"DDPMPipeline": "unet", "DDIMPipeline": "unet", "LDMPipeline": "vqvae", "StableDiffusionPipeline": "vae"}
 OPTIONAL_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
 COMPONENT_LIBRARIES = (
@@ -261,9 +262,10 @@ def target_from_pipeline(pipe, path: Path | None = None, meta: dict | None = Non
         raise LabError(
             f"{where}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM/DDIM schedule)"
         )
-    if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+    if scheduler.config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
         raise LabError(
-            f"{where}: the denoiser predicts {scheduler.config.prediction_type!r}; the attacks need epsilon prediction"
+            f"{where}: the denoiser predicts {scheduler.config.prediction_type!r}; "
+            f"supported prediction types: {', '.join(PREDICTION_TYPES)}"
         )
     autoencoder = text_encoder = tokenizer = None
     if kind == "StableDiffusionPipeline":

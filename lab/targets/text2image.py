@@ -74,6 +74,7 @@ class TextToImage(LatentDiffusion):
         dp: DPSGD | None = None,
         pretrained: str | None = None,
         lora: LoRA | None = None,
+        prediction_type: str | None = None,
     ):
         check_number("model.caption_dropout", caption_dropout, minimum=0)
         if caption_dropout >= 1:
@@ -103,6 +104,7 @@ class TextToImage(LatentDiffusion):
             dp=dp,
             pretrained=pretrained,
             lora=lora,
+            prediction_type=prediction_type,
         )
         self.save_hyperparameters()
         if pretrained is not None:
