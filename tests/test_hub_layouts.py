@@ -93,3 +93,27 @@ def test_an_ldm_whose_vqvae_states_no_scale_gets_unscaled_latents(tmp_path):
         stated = encode(load_pipeline(tmp_path / "stated").autoencoder, x)
     torch.testing.assert_close(compvis, plain)
     torch.testing.assert_close(stated, 0.5 * plain)
+
+
+def test_a_text_encoder_saved_in_fp16_is_upcast_with_the_rest(tmp_path):
+    """A folder saved after loading in float16 (or the fp16 revision of SD 1.5): transformers 5 loads the
+    text encoder in the dtype its config records, while diffusers loads the UNet in float32; attacking
+    then failed with "expected m1 and m2 to have the same dtype". Everything is float32 once loaded."""
+    import shutil
+
+    from conftest import ROOT, fit_tiny
+    from transformers import CLIPTextModel
+
+    from lab.attacks import make_attacks
+    from lab.scoring import score_target
+    from lab.targets.load import load_target
+
+    run, _ = fit_tiny(tmp_path, config=ROOT / "configs" / "text2image_tiny.yaml")
+    folder = shutil.copytree(run / "epoch_0002", tmp_path / "fp16_text")
+    encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).to(torch.float16)
+    encoder.save_pretrained(folder / "text_encoder")
+    assert CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).dtype == torch.float16
+    target = load_target(folder)
+    assert {p.dtype for p in target.text_encoder.parameters()} == {torch.float32}
+    table = score_target(target, make_attacks({"loss": {"num_noise": 1}}))
+    assert np.isfinite(table.score).all()
