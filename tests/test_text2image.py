@@ -449,7 +449,12 @@ def test_the_python_api_scores_an_in_memory_stable_diffusion_pipeline_with_capti
     [
         ("library", "component 'unet' comes from 'os'"),
         ("max_length", "the tokenizer pads prompts to 100000 tokens but the text encoder takes at most 16"),
-        ("class", "holds a StableDiffusionXLPipeline; supported pipelines"),
+        (
+            "class",
+            "holds a StableDiffusion3Pipeline, which no adapter of the lab takes; supported pipelines, by family: "
+            "pixel (DDPMPipeline, DDIMPipeline); latent (LDMPipeline); stable_diffusion (StableDiffusionPipeline); "
+            "sdxl (StableDiffusionXLPipeline)",
+        ),
     ],
 )
 def test_a_hostile_or_mismatched_sd_folder_is_one_error_line(t2i_run, tmp_path, capsys, edit, message):
@@ -462,7 +467,7 @@ def test_a_hostile_or_mismatched_sd_folder_is_one_error_line(t2i_run, tmp_path, 
         if edit == "library":
             index["unet"] = ["os", "system"]
         else:
-            index["_class_name"] = "StableDiffusionXLPipeline"
+            index["_class_name"] = "StableDiffusion3Pipeline"
         (target / "model_index.json").write_text(json.dumps(index))
     else:
         config = json.loads((target / "tokenizer" / "tokenizer_config.json").read_text())

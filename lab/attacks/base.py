@@ -9,6 +9,10 @@ On a latent target the images are first encoded by the target's autoencoder (s *
 mean: deterministic) and attacked in latent space, as SecMI and PIA do on latent models. Attacks
 that work on the images themselves (`pixel_input`) get pixels and call `to_latent` / `to_image`.
 
+Attacks speak to the target's family adapter (`lab.targets.families`) only: it makes the denoiser
+call with its conditioning, the forward process, the conversions of the model's output to a noise
+or clean-sample prediction, and the latent convention of its pipeline.
+
 On a text-to-image target every denoiser call is conditioned: `bind(target, condition="caption")`
 embeds each example's caption (from the split, or a batch's third element) with the target's text
 encoder as Stable Diffusion does, `condition="empty"` embeds the empty prompt "" instead (the
@@ -27,8 +31,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from lab.data.split import MembershipSplit
 from lab.errors import LabError
-from lab.targets.autoencoder import decode, encode
-from lab.targets.load import PREDICTION_TYPES, Target
+from lab.targets.families import PREDICTION_TYPES
+from lab.targets.target import Target
 
 
 class Attack(pl.LightningModule):
@@ -55,7 +59,9 @@ class Attack(pl.LightningModule):
         self.cache = None
         self.setup_calls = 0  # one-off denoiser calls per target (e.g. generating samples)
         self.text_encoder = self.tokenizer = self.captions = self.condition = self.batch_captions = None
-        self._context = None  # (B, L, D) prompt embeddings of the batch being scored (text-to-image targets)
+        self.text_encoder_2 = self.tokenizer_2 = None  # SDXL's second text encoder
+        self.family = None  # the bound target's adapter
+        self._context = None  # the prompt context of the batch being scored: a tuple of (B, ...) tensors
         self.prediction_type = "epsilon"  # the bound target's (`bind`)
         self.objective = "model"  # the loss family's: the model's own training loss, or "eps" (`error`)
 
@@ -76,7 +82,9 @@ class Attack(pl.LightningModule):
             )
         if target.conditional and not self.conditional_ok:
             raise LabError(f"{type(self).__name__} does not run on text-to-image targets: {self.unconditional_only}")
+        self.family = target.family
         self.text_encoder, self.tokenizer = target.text_encoder, target.tokenizer
+        self.text_encoder_2, self.tokenizer_2 = target.text_encoder_2, target.tokenizer_2
         self.condition = condition if target.conditional else None
         self.captions = target.split.captions if target.split is not None else None
         self._empty = None
@@ -84,7 +92,7 @@ class Attack(pl.LightningModule):
         self.unet = target.unet.eval().requires_grad_(False)
         self.autoencoder = target.autoencoder.eval().requires_grad_(False) if target.autoencoder is not None else None
         self.num_train_timesteps = int(target.scheduler.config.num_train_timesteps)
-        self.prediction_type = target.scheduler.config.get("prediction_type", "epsilon")
+        self.prediction_type = target.prediction_type
         if self.prediction_type not in PREDICTION_TYPES:
             raise LabError(f"the denoiser predicts {self.prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
         self.register_buffer(
@@ -122,12 +130,12 @@ class Attack(pl.LightningModule):
     # --- building blocks -------------------------------------------------------------------
 
     def to_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> what the denoiser models (identity on pixel targets)."""
-        return x if self.autoencoder is None else encode(self.autoencoder, x)
+        """Images -> what the denoiser models, by the family's convention (identity on pixel targets)."""
+        return self.family.to_latent(self.autoencoder, x)
 
     def to_image(self, z: torch.Tensor) -> torch.Tensor:
         """What the denoiser models -> images (identity on pixel targets)."""
-        return z if self.autoencoder is None else decode(self.autoencoder, z)
+        return self.family.to_image(self.autoencoder, z)
 
     def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """eps_hat(x_t, t): one denoiser call, its output converted to a noise prediction by the target's
@@ -140,10 +148,7 @@ class Attack(pl.LightningModule):
         out = self.model_output(x_t, t)
         if self.prediction_type == "epsilon":
             return out
-        a = self._abar_like(t, x_t)
-        if self.prediction_type == "v_prediction":
-            return a.sqrt() * out + (1 - a).sqrt() * x_t
-        return (x_t - a.sqrt() * out) / (1 - a).sqrt()
+        return self.family.eps_from(out, x_t, self._abar_like(t, x_t), self.prediction_type)
 
     def error(self, x_t: torch.Tensor, t: int | torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The loss family's residual at x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise. `objective: model`
@@ -153,10 +158,7 @@ class Attack(pl.LightningModule):
         if self.objective == "eps" or self.prediction_type == "epsilon":
             return self.eps(x_t, t) - noise
         out = self.model_output(x_t, t)
-        if self.prediction_type == "v_prediction":
-            a = self._abar_like(t, x_t)
-            return out - (a.sqrt() * noise - (1 - a).sqrt() * x0)
-        return out - x0
+        return self.family.residual(out, x0, noise, self._abar_like(t, x_t), self.prediction_type)
 
     def set_objective(self, objective: str) -> None:
         if objective not in OBJECTIVES:
@@ -179,18 +181,18 @@ class Attack(pl.LightningModule):
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
         context = self.context_for(x_t.shape[0])
-        parts = (x_t, t) if context is None else (x_t, t, context)
+        parts = (x_t, t) if context is None else (x_t, t, *context)
         key = self.cache.key(self.unet, *parts) if self.cache is not None and self._sharing else None
         if key is not None and (hit := self.cache.get(key)) is not None:
             self._reused += x_t.shape[0]
             return hit.to(x_t.device, x_t.dtype)
-        out = self.unet(x_t, t).sample if context is None else self.unet(x_t, t, encoder_hidden_states=context).sample
+        out = self.family.denoise(self.unet, x_t, t, context)
         if key is not None:
             self.cache.put(key, out)
         return out
 
-    def context_for(self, n: int) -> torch.Tensor | None:
-        """The prompt embeddings for a denoiser call on `n` inputs: one per example of the batch, or
+    def context_for(self, n: int) -> tuple | None:
+        """The prompt context for a denoiser call on `n` inputs: one per example of the batch, or
         the one example `example(i)` selected, repeated (None on unconditional targets)."""
         c = self._context
         if c is None:
@@ -200,15 +202,16 @@ class Attack(pl.LightningModule):
                     " (no prompt embedding)"
                 )
             return None
-        if c.shape[0] == n:
+        rows = c[0].shape[0]
+        if rows == n:
             return c
-        if c.shape[0] == 1:
-            return c.expand(n, *c.shape[1:])
-        raise LabError(f"{type(self).__name__}: {n} denoiser inputs for {c.shape[0]} prompt embeddings")
+        if rows == 1:
+            return tuple(part.expand(n, *part.shape[1:]) for part in c)
+        raise LabError(f"{type(self).__name__}: {n} denoiser inputs for {rows} prompt embeddings")
 
     @contextmanager
-    def conditioned_on(self, context: torch.Tensor):
-        """Denoiser calls inside are conditioned on `context` (one prompt embedding per example)."""
+    def conditioned_on(self, context: tuple):
+        """Denoiser calls inside are conditioned on `context` (what `embed` gives: one row per example)."""
         whole, self._context = self._context, context
         try:
             yield
@@ -219,27 +222,26 @@ class Attack(pl.LightningModule):
     def example(self, i: int):
         """Denoiser calls inside are conditioned on example i of the batch alone (per-example loops)."""
         whole = self._context
-        self._context = whole[i : i + 1] if whole is not None else None
+        self._context = tuple(part[i : i + 1] for part in whole) if whole is not None else None
         try:
             yield
         finally:
             self._context = whole
 
-    def embed(self, prompts: list[str]) -> torch.Tensor:
-        """Stable Diffusion's prompt embedding (`lab.targets.text.encode_prompts`), without gradients."""
-        from lab.targets.text import encode_prompts
-
+    def embed(self, prompts: list[str]) -> tuple:
+        """The family's prompt context for `prompts` (as its pipeline's `encode_prompt`), without gradients."""
         with torch.no_grad():
-            return encode_prompts(self.text_encoder, self.tokenizer, prompts)
+            return self.family.embed(self, prompts)
 
-    def batch_context(self, rows: torch.Tensor, captions: list[str] | None) -> torch.Tensor | None:
-        """The batch's prompt embeddings: each caption, or the empty prompt (embedded once)."""
+    def batch_context(self, rows: torch.Tensor, captions: list[str] | None) -> tuple | None:
+        """The batch's prompt context: each caption, or the unconditional one (the empty prompt, formed once)."""
         if self.condition is None:
             return None
         if self.condition == "empty":
             if self._empty is None:
-                self._empty = self.embed([""])
-            return self._empty.to(self.device).expand(len(rows), *self._empty.shape[1:])
+                with torch.no_grad():
+                    self._empty = self.family.unconditional(self)
+            return tuple(p.to(self.device).expand(len(rows), *p.shape[1:]) for p in self._empty)
         if captions is None:
             raise LabError(f"{type(self).__name__}: the text-to-image target's examples have no captions")
         return self.embed(list(captions))
@@ -255,9 +257,8 @@ class Attack(pl.LightningModule):
         return self.alphas_cumprod[t]
 
     def q_sample(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
-        a = self.abar(t)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        """x_t by the family's forward process: sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
+        return self.family.q_sample(x0, noise, self.abar(t))
 
     def ddim_step(self, x: torch.Tensor, t_from: int, t_to: int, eps: torch.Tensor) -> torch.Tensor:
         """Deterministic DDIM move (eta = 0) from t_from to t_to, up (inversion) or down."""

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from lab.attacks.base import Attack
 from lab.errors import LabError
-from lab.targets.pipelines import ddim_images, sampling_pipeline
+from lab.targets.families import ddim_images
 
 CACHE_DIR = ".lab_cache"
 
@@ -71,7 +71,7 @@ class BlackBox(Attack):
 
     def generate(self, target) -> torch.Tensor:
         h = self.hparams
-        pipe = sampling_pipeline(target.unet, target.scheduler, target.autoencoder)
+        pipe = target.family.sampler(target)
         generator = torch.Generator().manual_seed(h.seed)
         chunks = []
         for start in range(0, h.num_samples, h.batch_size):

@@ -5,5 +5,6 @@ from lab.targets.ddpm import PixelDDPM
 from lab.targets.ldm import LatentDiffusion
 from lab.targets.lora import LoRA
 from lab.targets.text2image import TextToImage
+from lab.targets.text2image_xl import TextToImageXL
 
-__all__ = ["AutoencoderStage", "LatentDiffusion", "LoRA", "PixelDDPM", "TextToImage"]
+__all__ = ["AutoencoderStage", "LatentDiffusion", "LoRA", "PixelDDPM", "TextToImage", "TextToImageXL"]

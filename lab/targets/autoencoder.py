@@ -17,6 +17,7 @@ for validation non-members: a gap between the two is itself a membership signal.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,16 +104,32 @@ def latent_channels(autoencoder) -> int:
     return int(autoencoder.config.latent_channels)
 
 
+@contextmanager
+def upcast(autoencoder, x: torch.Tensor):
+    """Where the config says `force_upcast` (SDXL's VAE overflows in fp16), run it in float32: fp16 weights
+    are cast up (as the pipelines' `upcast_vae`) and fp16 autocast is off; yields x in the VAE's dtype."""
+    if not autoencoder.config.get("force_upcast", False):
+        yield x
+        return
+    if next(autoencoder.parameters()).dtype == torch.float16:
+        autoencoder.to(torch.float32)
+    half = torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) == torch.float16
+    with torch.autocast(x.device.type, enabled=False) if half else nullcontext():
+        yield x.to(next(autoencoder.parameters()).dtype)
+
+
 def encode(autoencoder, x: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> the latents the UNet models: s * (posterior mean | pre-quantisation code)."""
-    out = autoencoder.encode(x)
-    z = out.latent_dist.mean if isinstance(autoencoder, AutoencoderKL) else out.latents
-    return z * autoencoder.config.scaling_factor
+    with upcast(autoencoder, x) as x_in:
+        out = autoencoder.encode(x_in)
+        z = out.latent_dist.mean if isinstance(autoencoder, AutoencoderKL) else out.latents
+        return (z * autoencoder.config.scaling_factor).to(x.dtype)
 
 
 def decode(autoencoder, z: torch.Tensor) -> torch.Tensor:
     """Latents -> images (as `LDMPipeline` decodes them)."""
-    return autoencoder.decode(z / autoencoder.config.scaling_factor).sample
+    with upcast(autoencoder, z) as z_in:
+        return autoencoder.decode(z_in / autoencoder.config.scaling_factor).sample.to(z.dtype)
 
 
 def load_autoencoder(path: str | Path) -> AutoencoderKL | VQModel:
@@ -131,9 +148,14 @@ def load_autoencoder(path: str | Path) -> AutoencoderKL | VQModel:
                 from lab.targets.weights import complete_weights
 
                 with complete_weights(folder):
-                    return cls.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True)
+                    model = cls.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True)
             except (OSError, ValueError) as e:
                 raise LabError(f"cannot load the autoencoder in {folder}: {e}") from None
+            from lab.targets.families.latent import stated_scaling_factor
+
+            if folder.name == "vqvae" and not stated_scaling_factor(folder):
+                model.register_to_config(scaling_factor=1.0)  # an LDM's unscaled latents (lab.targets.families.latent)
+            return model.to(torch.float32)
     raise LabError(f"no diffusers autoencoder in {path} (looked for config.json in it, vqvae/ and vae/)")
 
 

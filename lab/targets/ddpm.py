@@ -28,9 +28,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lab.errors import LabError, check_number
 from lab.targets.dp import DPSGD, PrivateTraining
-from lab.targets.load import PREDICTION_TYPES, Target
+from lab.targets.families import PREDICTION_TYPES, ddim_images, family
 from lab.targets.lora import LoRA, merged
-from lab.targets.pipelines import ddim_images, export_pipeline, sampling_pipeline
+from lab.targets.target import Target
 
 
 def rng_states() -> dict:
@@ -147,8 +147,9 @@ class PixelDDPM(pl.LightningModule):
             raise LabError(
                 f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}"
             )
+        self.base_scheduler = None  # fine-tuning: the base model's own scheduler, which exports keep
         if pretrained is not None:
-            self.unet, self.scheduler = load_pretrained_unet(
+            self.unet, self.scheduler, self.base_scheduler = load_pretrained_unet(
                 pretrained, self.clip_sample, (unet_channels, unet_size), prediction_type
             )
         else:
@@ -166,7 +167,17 @@ class PixelDDPM(pl.LightningModule):
             lora.attach(self.unet)
         self.ema = AveragedModel(self.unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
 
-    pretrained_pipelines = ("DDPMPipeline", "DDIMPipeline")
+    family_name = "pixel"  # the adapter (`lab.targets.families`) that calls, exports and samples this target
+
+    @property
+    def pretrained_pipelines(self) -> tuple[str, ...]:
+        return self.family.pipelines
+
+    @property
+    def family(self):
+        if getattr(self, "_family", None) is None:
+            self._family = family(self.family_name)
+        return self._family
 
     def build_unet(self, size: int, channels: int):
         """The denoiser: a `UNet2DModel` (self-attention at the lowest resolution with `attention`)."""
@@ -187,8 +198,9 @@ class PixelDDPM(pl.LightningModule):
         )
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """f_theta(x_t, t) of the UNet being trained (text-to-image targets also take the prompt embedding)."""
-        return self.unet(x_t, t).sample
+        """f_theta(x_t, t) of the UNet being trained, called by the family's adapter (text-to-image targets also
+        take the prompt context)."""
+        return self.family.denoise(self.unet, x_t, t, context)
 
     def condition(self, rows: torch.Tensor) -> torch.Tensor | None:
         """What the denoiser is conditioned on for these split rows during training (None: nothing)."""
@@ -196,9 +208,16 @@ class PixelDDPM(pl.LightningModule):
 
     def attack_target(self, split) -> Target:
         """The model as an attack sees it (the weights an export would release), with `split`."""
-        return Target(
-            self.target_unet, self.scheduler, split, split_path=None, path=None, autoencoder=self.first_stage
-        )
+        parts = {**self.parts(self.target_unet), "scheduler": self.scheduler}  # the training schedule
+        return Target(**parts, split=split, split_path=None, path=None, family=self.family)
+
+    def parts(self, unet) -> dict:
+        """The components of this target with `unet` as its denoiser (what a Target and an export hold)."""
+        return {"unet": unet, "scheduler": self.export_scheduler(), "autoencoder": self.first_stage}
+
+    def export_scheduler(self):
+        """The scheduler an export holds: the base model's when fine-tuning, else the training schedule."""
+        return self.base_scheduler if self.base_scheduler is not None else self.scheduler
 
     def denoiser_input(self) -> tuple[int, int]:
         """(channels, size) of what the UNet denoises: here the images themselves."""
@@ -236,10 +255,8 @@ class PixelDDPM(pl.LightningModule):
         x0, context = self.encode(x0, rows), self.condition(rows)
         k = self.dp.timesteps_per_example if self.dp is not None else 1
         if k > 1:
-            x0, context = (
-                x0.repeat_interleave(k, dim=0),
-                (context.repeat_interleave(k, dim=0) if context is not None else None),
-            )
+            x0 = x0.repeat_interleave(k, dim=0)
+            context = tuple(c.repeat_interleave(k, dim=0) for c in context) if context is not None else None
         loss = self.diffusion_loss(x0, context)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
         return loss
@@ -309,7 +326,7 @@ class PixelDDPM(pl.LightningModule):
         unet = self.target_unet
         was_training = unet.training
         unet.eval()
-        pipe = sampling_pipeline(unet, self.scheduler, self.first_stage)
+        pipe = self.family.sampler(Target(**self.parts(unet), split=None, split_path=None, path=None, family=self.family))
         images = ddim_images(pipe, num_images, steps, torch.Generator(device="cpu").manual_seed(seed))
         unet.train(was_training)
         return images
@@ -319,8 +336,8 @@ class PixelDDPM(pl.LightningModule):
         return merged(self.target_unet) if self.hparams.lora is not None else self.target_unet
 
     def export(self, path: str | Path) -> None:
-        """Save the target in the diffusers layout (`DDPMPipeline`, or `LDMPipeline` for latent targets)."""
-        export_pipeline(self.released_unet(), self.scheduler, self.first_stage).save_pretrained(str(path))
+        """Save the target in its family's diffusers layout (`DDPMPipeline`, `LDMPipeline`, ...)."""
+        self.family.pipeline(**self.parts(self.released_unet())).save_pretrained(str(path))
 
 
 def check_pretrained(path: str, kinds: tuple[str, ...]) -> None:
@@ -335,20 +352,34 @@ def check_pretrained(path: str, kinds: tuple[str, ...]) -> None:
         raise LabError(f"model.pretrained: {path} holds a {kind}; this target fine-tunes a {' or '.join(kinds)}")
 
 
+def scheduler_class(config: dict, where):
+    """The diffusers scheduler class a scheduler config names (only diffusers' own schedulers)."""
+    import diffusers
+    from diffusers import SchedulerMixin
+
+    name = config.get("_class_name")
+    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.endswith("Scheduler") else None
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise LabError(f"{where}: the scheduler config names {name!r}, not a diffusers scheduler")
+    return cls
+
+
 def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int], prediction_type: str | None = None):
-    """The UNet (trainable) and a DDPM noise schedule with the folder's betas, from a pipeline folder."""
+    """The UNet (trainable), a DDPM noise schedule with the folder's betas and the folder's own scheduler,
+    from a pipeline folder (or a flat single-model folder: config.json and scheduler_config.json at its root)."""
     from diffusers import UNet2DConditionModel
 
-    folder = Path(path)
+    from lab.targets.families.pixel import is_flat
     from lab.targets.weights import complete_weights
 
+    folder = Path(path)
+    unet_dir, scheduler_dir = (folder, folder) if is_flat(folder) else (folder / "unet", folder / "scheduler")
     try:
-        cls = (
-            UNet2DConditionModel if "UNet2DCondition" in (folder / "unet" / "config.json").read_text() else UNet2DModel
-        )
+        cls = UNet2DConditionModel if "UNet2DCondition" in (unet_dir / "config.json").read_text() else UNet2DModel
         with complete_weights(f"model.pretrained {path}"):
-            unet = cls.from_pretrained(folder / "unet", low_cpu_mem_usage=False, local_files_only=True)
-        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+            unet = cls.from_pretrained(unet_dir, low_cpu_mem_usage=False, local_files_only=True)
+        scheduler = DDPMScheduler.from_pretrained(scheduler_dir, local_files_only=True)
+        base = scheduler_class(scheduler.config, f"model.pretrained {path}").from_config(scheduler.config)
     except LabError:
         raise
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
@@ -370,4 +401,4 @@ def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int], p
             "keeps the base model's parametrisation (drop model.prediction_type)"
         )
     scheduler = DDPMScheduler.from_config({**scheduler.config, "clip_sample": clip_sample, "prediction_type": own})
-    return unet.train().requires_grad_(True), scheduler
+    return unet.train().requires_grad_(True), scheduler, base

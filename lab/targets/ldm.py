@@ -88,7 +88,15 @@ class LatentDiffusion(PixelDDPM):
             prediction_type=prediction_type,
         )
 
-    pretrained_pipelines = ("LDMPipeline",)
+    family_name = "latent"
+
+    def export_scheduler(self):
+        """DDIM on the training schedule (what `LDMPipeline` samples with), or the base model's own."""
+        from diffusers import DDIMScheduler
+
+        if self.base_scheduler is not None:
+            return self.base_scheduler
+        return DDIMScheduler.from_config(self.scheduler.config)
 
     def denoiser_input(self) -> tuple[int, int]:
         """Build (or load) the autoencoder; the UNet denoises its latents."""

@@ -27,9 +27,8 @@ from lab.errors import LabError, check_number
 from lab.targets.autoencoder import AutoencoderStage
 from lab.targets.dp import DPSGD
 from lab.targets.ldm import LatentDiffusion
-from lab.targets.load import Target
 from lab.targets.lora import LoRA
-from lab.targets.text import build_text_encoder, build_tokenizer, check_text_encoder, encode_prompts
+from lab.targets.text import build_text_encoder, build_tokenizer, check_text_encoder
 
 
 class TextToImage(LatentDiffusion):
@@ -46,7 +45,7 @@ class TextToImage(LatentDiffusion):
             schedule).
     """
 
-    pretrained_pipelines = ("StableDiffusionPipeline",)
+    family_name = "stable_diffusion"
 
     def __init__(
         self,
@@ -108,27 +107,42 @@ class TextToImage(LatentDiffusion):
         )
         self.save_hyperparameters()
         if pretrained is not None:
-            self.text_encoder, self.tokenizer = load_text_parts(pretrained)
+            self.load_text_parts(pretrained)
         else:
             check_number("model.vocab_size", vocab_size, minimum=1, integer=True)
             check_number("model.max_length", max_length, minimum=2, integer=True)
-            self.text_encoder = build_text_encoder(
-                vocab_size=vocab_size,
-                hidden_size=text_hidden_size,
-                layers=text_layers,
-                heads=text_heads,
-                max_length=max_length,
-            )
+            self.build_text_parts()
+        self.check_text_parts()
+
+    def load_text_parts(self, pretrained: str) -> None:
+        """The text encoder and tokenizer of the pretrained folder."""
+        self.text_encoder, self.tokenizer = load_text_parts(pretrained)
+
+    def build_text_parts(self) -> None:
+        """A CLIP text encoder built locally (the tokenizer comes from the split's captions in `setup`)."""
+        h = self.hparams
+        self.text_encoder = build_text_encoder(
+            vocab_size=h.vocab_size,
+            hidden_size=h.text_hidden_size,
+            layers=h.text_layers,
+            heads=h.text_heads,
+            max_length=h.max_length,
+        )
+
+    def check_text_parts(self) -> None:
         check_text_encoder(self.unet, self.text_encoder, "model")
 
     def build_unet(self, size: int, channels: int):
         """A `UNet2DConditionModel` with cross-attention on the caption embedding in the chosen levels."""
         from diffusers import UNet2DConditionModel
 
+        return UNet2DConditionModel(**self.unet_config(size, channels))
+
+    def unet_config(self, size: int, channels: int) -> dict:
         h = self.hparams
         down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in h.cross_attention]
         up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(h.cross_attention)]
-        return UNet2DConditionModel(
+        return dict(
             sample_size=size,
             in_channels=channels,
             out_channels=channels,
@@ -161,56 +175,40 @@ class TextToImage(LatentDiffusion):
                 folder=Path(tempfile.mkdtemp(prefix="lab_tokenizer_")),
             )
 
-    def denoise(self, x_t, t, context=None):
-        return self.unet(x_t, t, encoder_hidden_states=context).sample
-
-    def condition(self, rows: torch.Tensor) -> torch.Tensor:
-        """Each member's caption embedding, or the empty prompt's with probability caption_dropout."""
+    def condition(self, rows: torch.Tensor) -> tuple:
+        """Each member's caption context (the family's `embed`), or the empty prompt's with probability
+        caption_dropout."""
         captions = [self.trainer.datamodule.split.captions[r] for r in rows.tolist()]
         p = self.hparams.caption_dropout
         if p > 0:
             drop = (torch.rand(len(captions)) < p).tolist()
             captions = ["" if d else c for c, d in zip(captions, drop)]
         todo = sorted({c for c in captions if c not in self._embedded})
-        if todo:  # the text encoder is frozen: each caption is embedded once per fit
+        if todo:  # the text encoders are frozen: each caption is embedded once per fit
             with torch.no_grad():
-                self._embedded.update(zip(todo, encode_prompts(self.text_encoder, self.tokenizer, todo)))
-        return torch.stack([self._embedded[c] for c in captions])
+                context = self.family.embed(self, todo)
+            self._embedded.update((c, tuple(part[i] for part in context)) for i, c in enumerate(todo))
+        return tuple(torch.stack(parts) for parts in zip(*(self._embedded[c] for c in captions)))
 
-    def attack_target(self, split) -> Target:
-        return Target(
-            self.target_unet,
-            self.scheduler,
-            split,
-            split_path=None,
-            path=None,
-            autoencoder=self.autoencoder,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-        )
-
-    def pipeline(self, unet):
-        """A `StableDiffusionPipeline` of `unet` with this target's VAE, text encoder, tokenizer and a DDIM
-        schedule."""
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
-
+    def parts(self, unet) -> dict:
         if self.tokenizer is None:
             raise LabError(
                 "the text-to-image target has no tokenizer yet "
                 "(it is built from the split's captions when the fit starts)"
             )
-        pipe = StableDiffusionPipeline(
-            vae=self.autoencoder,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=unet,
-            scheduler=DDIMScheduler.from_config(self.scheduler.config, steps_offset=1),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return {**super().parts(unet), "text_encoder": self.text_encoder, "tokenizer": self.tokenizer}
+
+    def pipeline(self, unet):
+        """The family's pipeline (`StableDiffusionPipeline`) of `unet` with this target's VAE, text encoder,
+        tokenizer and schedule: a fine-tuned model keeps its base's scheduler, one trained here gets DDIM."""
+        return self.family.pipeline(**self.parts(unet))
+
+    def export_scheduler(self):
+        from diffusers import DDIMScheduler
+
+        if self.base_scheduler is not None:
+            return self.base_scheduler
+        return DDIMScheduler.from_config(self.scheduler.config, steps_offset=1)
 
     def sample_prompts(self, num_images: int) -> list[str]:
         """The prompts of the sample grid: the first members' captions (cycled)."""
@@ -238,20 +236,22 @@ class TextToImage(LatentDiffusion):
             unet.train(was_training)
 
     def export(self, path: str | Path) -> None:
-        """Save a `StableDiffusionPipeline` folder (LoRA adapters merged into the UNet)."""
+        """Save the family's pipeline folder (LoRA adapters merged into the UNet)."""
         self.pipeline(self.released_unet()).save_pretrained(str(path))
 
 
-def load_text_parts(path: str):
-    """The frozen text encoder and tokenizer of a local StableDiffusionPipeline folder."""
+def load_text_parts(path: str, encoder_dir: str = "text_encoder", tokenizer_dir: str = "tokenizer", cls=None):
+    """A frozen text encoder (`cls`, CLIPTextModel by default) and its tokenizer from a local pipeline folder,
+    in float32 (a config may record float16)."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from lab.targets.weights import complete_weights
 
     try:
         with complete_weights(f"model.pretrained {path}"):
-            encoder = CLIPTextModel.from_pretrained(Path(path) / "text_encoder", local_files_only=True)
-        tokenizer = CLIPTokenizer.from_pretrained(str(Path(path) / "tokenizer"), local_files_only=True)
+            encoder = (cls or CLIPTextModel).from_pretrained(Path(path) / encoder_dir, local_files_only=True)
+        encoder = encoder.to(torch.float32)
+        tokenizer = CLIPTokenizer.from_pretrained(str(Path(path) / tokenizer_dir), local_files_only=True)
     except LabError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers raises many types for missing/corrupt/unsafe files
