@@ -177,13 +177,7 @@ def test_an_sdxl_target_fine_tunes_keeping_its_scheduler_and_prediction_type(xl_
     pipe.save_pretrained(base)
     work = tmp_path / "work"
     work.mkdir()
-    out, _ = fit_tiny(
-        work,
-        f"--model.init_args.pretrained={base}",
-        "--trainer.max_epochs=1",
-        "--trainer.callbacks.init_args.epochs=[1]",
-        config=XL_CONFIG,
-    )
+    out, _ = fit_tiny(work, f"--model.init_args.pretrained={base}", "--trainer.max_epochs=1", config=XL_CONFIG)
     export = out / "epoch_0001"
     index = json.loads((export / "model_index.json").read_text())
     assert index["scheduler"] == ["diffusers", "EulerDiscreteScheduler"]

@@ -326,7 +326,9 @@ class PixelDDPM(pl.LightningModule):
         unet = self.target_unet
         was_training = unet.training
         unet.eval()
-        pipe = self.family.sampler(Target(**self.parts(unet), split=None, split_path=None, path=None, family=self.family))
+        pipe = self.family.sampler(
+            Target(**self.parts(unet), split=None, split_path=None, path=None, family=self.family)
+        )
         images = ddim_images(pipe, num_images, steps, torch.Generator(device="cpu").manual_seed(seed))
         unet.train(was_training)
         return images
@@ -379,7 +381,8 @@ def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int], p
         with complete_weights(f"model.pretrained {path}"):
             unet = cls.from_pretrained(unet_dir, low_cpu_mem_usage=False, local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(scheduler_dir, local_files_only=True)
-        base = scheduler_class(scheduler.config, f"model.pretrained {path}").from_config(scheduler.config)
+        raw = DDPMScheduler.load_config(scheduler_dir, local_files_only=True)  # the folder's own class
+        base = scheduler_class(raw, f"model.pretrained {path}").from_config(raw)
     except LabError:
         raise
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files

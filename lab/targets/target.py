@@ -15,6 +15,7 @@ from lab.data.split import MembershipSplit
 from lab.errors import LabError
 from lab.targets.autoencoder import downsampling
 
+
 @dataclass
 class Target:
     """A frozen denoiser, its noise schedule, the autoencoder of a latent target, and the ground truth."""
@@ -94,5 +95,3 @@ class Target:
     def split_bound(self) -> bool:
         """True when target.json recorded the split it was trained on (and `with_split` checked it)."""
         return self.meta.get("split_fingerprint") is not None
-
-

@@ -48,7 +48,9 @@ def for_pipeline(kind, where) -> Family:
         if isinstance(kind, str) and kind in _class(name).pipelines:
             return _class(name)()
     listed = "; ".join(f"{name} ({', '.join(_class(name).pipelines)})" for name in FAMILIES)
-    raise LabError(f"{where} holds a {kind}, which no adapter of the lab takes; supported pipelines, by family: {listed}")
+    raise LabError(
+        f"{where} holds a {kind}, which no adapter of the lab takes; supported pipelines, by family: {listed}"
+    )
 
 
 def infer_family(target) -> Family:

@@ -31,7 +31,9 @@ def check_autoencoder(autoencoder, unet, where) -> None:
     from lab.targets.autoencoder import latent_channels
 
     if not isinstance(autoencoder, (AutoencoderKL, VQModel)):
-        raise LabError(f"{where}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel")
+        raise LabError(
+            f"{where}: the autoencoder is a {type(autoencoder).__name__}; supported: AutoencoderKL, VQModel"
+        )
     if unet.config.in_channels != latent_channels(autoencoder):
         raise LabError(
             f"{where}: the UNet takes {unet.config.in_channels}-channel inputs but the autoencoder makes "

@@ -38,7 +38,9 @@ def text_parts(pipe, where, encoder: str = "text_encoder", tokenizer: str = "tok
     """The pipeline's (text encoder, tokenizer) named so, checked and frozen."""
     te, tok = getattr(pipe, encoder, None), getattr(pipe, tokenizer, None)
     if te is None or tok is None or not hasattr(getattr(te, "config", None), "hidden_size"):
-        raise LabError(f"{where}: a text-to-image target needs a text encoder ({encoder}/) and a tokenizer ({tokenizer}/)")
+        raise LabError(
+            f"{where}: a text-to-image target needs a text encoder ({encoder}/) and a tokenizer ({tokenizer}/)"
+        )
     check_tokenizer(te, tok, f"{where} ({encoder})")
     return te.eval().requires_grad_(False), tok
 
