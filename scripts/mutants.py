@@ -38,6 +38,9 @@ TESTS = [
     "tests/test_text2image.py::test_folder_captions_from_jsonl_and_csv_round_trip_through_the_split_file",
     "tests/test_hub_layouts.py",
     "tests/test_formulas_prediction.py",
+    "tests/test_sdxl.py::test_the_adapter_conditions_as_the_sdxl_pipeline_does[hub]",
+    "tests/test_hub_repositories.py::test_the_flat_ddpm_cifar10_layout_fine_tunes_and_its_export_is_attacked",
+    "tests/test_sdxl.py::test_an_sdxl_target_fine_tunes_keeping_its_scheduler_and_prediction_type",
 ]
 
 # name: (file, exact original snippet, its replacement)
@@ -167,19 +170,19 @@ MUTANTS = {
     # text-to-image targets: conditioning and CLiD
     "shared-calls-ignore-prompt": (
         "lab/attacks/base.py",
-        "parts = (x_t, t) if context is None else (x_t, t, context)",
+        "parts = (x_t, t) if context is None else (x_t, t, *context)",
         "parts = (x_t, t)",
     ),
     "empty-prompt-is-the-caption": ("lab/attacks/base.py", 'if self.condition == "empty":', "if False:"),
     "prompt-not-passed-to-unet": (
-        "lab/attacks/base.py",
-        "self.unet(x_t, t, encoder_hidden_states=context).sample",
-        "self.unet(x_t, t, encoder_hidden_states=torch.zeros_like(context)).sample",
+        "lab/targets/families/stable_diffusion.py",
+        "return unet(x_t, t, encoder_hidden_states=context[0]).sample",
+        "return unet(x_t, t, encoder_hidden_states=context[0] * 0).sample",
     ),
     "per-example-prompt-of-first-example": (
         "lab/attacks/base.py",
-        "whole[i : i + 1] if whole is not None",
-        "whole[:1] if whole is not None",
+        "tuple(part[i : i + 1] for part in whole)",
+        "tuple(part[:1] for part in whole)",
     ),
     "caption-not-hashed": (
         "lab/data/split.py",
@@ -214,19 +217,19 @@ MUTANTS = {
     ),
     # prediction types: the conversions to eps_hat and the v objective
     "v-to-eps-sign": (
-        "lab/attacks/base.py",
-        "return a.sqrt() * out + (1 - a).sqrt() * x_t",
-        "return a.sqrt() * out - (1 - a).sqrt() * x_t",
+        "lab/targets/families/base.py",
+        "return abar.sqrt() * out + (1 - abar).sqrt() * x_t",
+        "return abar.sqrt() * out - (1 - abar).sqrt() * x_t",
     ),
     "x0-to-eps-wrong-scale": (
-        "lab/attacks/base.py",
-        "return (x_t - a.sqrt() * out) / (1 - a).sqrt()",
-        "return (x_t - out) / (1 - a).sqrt()",
+        "lab/targets/families/base.py",
+        "return (x_t - abar.sqrt() * out) / (1 - abar).sqrt()",
+        "return (x_t - out) / (1 - abar).sqrt()",
     ),
     "v-objective-is-eps-target": (
-        "lab/attacks/base.py",
-        "return out - (a.sqrt() * noise - (1 - a).sqrt() * x0)",
-        "return out - noise",
+        "lab/targets/families/base.py",
+        "return abar.sqrt() * noise - (1 - abar).sqrt() * x0",
+        "return noise",
     ),
     "graybox-sampler-gets-eps-hat": (
         "lab/attacks/graybox.py",
@@ -241,9 +244,46 @@ MUTANTS = {
     ),
     "fp16-not-upcast": ("lab/targets/load.py", "        module.to(torch.float32)\n", "        pass\n"),
     "ldm-default-scale": (
-        "lab/targets/load.py",
-        'if kind == "LDMPipeline" and not stated_scaling_factor(path / "vqvae"):',
+        "lab/targets/families/latent.py",
+        'if not stated_scaling_factor(path / "vqvae"):',
         "if False:",
+    ),
+    # SDXL: the adapter's conditioning, as StableDiffusionXLPipeline forms it
+    "sdxl-last-hidden-state": (
+        "lab/targets/families/sdxl.py",
+        "hidden.append(out.hidden_states[-2])",
+        "hidden.append(out.hidden_states[-1])",
+    ),
+    "sdxl-pooled-of-first-encoder": (
+        "lab/targets/families/sdxl.py",
+        "            if out[0].ndim == 2:  # the pooled output of the projecting (final) encoder\n"
+        "                pooled = out[0]\n",
+        "            if pooled is None:\n                pooled = out[0].mean(1) if out[0].ndim == 3 else out[0]\n",
+    ),
+    "sdxl-crop-is-size": (
+        "lab/targets/families/sdxl.py",
+        "[[side, side, 0, 0, side, side]]",
+        "[[side, side, side, side, side, side]]",
+    ),
+    "sdxl-empty-is-embedded": (
+        "lab/targets/families/sdxl.py",
+        "        if not self.force_zeros:\n",
+        "        if True:\n",
+    ),
+    "sdxl-time-ids-not-passed": (
+        "lab/targets/families/sdxl.py",
+        'added = {"text_embeds": pooled, "time_ids": time_ids}',
+        'added = {"text_embeds": pooled, "time_ids": time_ids * 0}',
+    ),
+    "finetune-drops-base-scheduler": (
+        "lab/targets/ddpm.py",
+        "return self.base_scheduler if self.base_scheduler is not None else self.scheduler",
+        "return self.scheduler",
+    ),
+    "flat-layout-not-detected": (
+        "lab/targets/families/pixel.py",
+        '        if not is_flat(path):\n            return super().load(path, index, options)\n',
+        '        if True:\n            return super().load(path, index, options)\n',
     ),
 }
 

@@ -44,23 +44,32 @@ def test_fit_exports_an_sdxl_pipeline_that_diffusers_samples_from_offline(xl_run
     assert target.family.name == "sdxl" and target.conditional
 
 
-def test_the_adapter_conditions_as_the_sdxl_pipeline_does(xl_run):
+@pytest.fixture(scope="module")
+def sdxl_base(tmp_path_factory):
+    """stabilityai/stable-diffusion-xl-base-1.0 as its folder is laid out (real configs, random shrunk weights)."""
+    from helpers.hub_folders import build_hub_folder
+
+    return build_hub_folder("stabilityai/stable-diffusion-xl-base-1.0", tmp_path_factory.mktemp("sdxl"))
+
+
+@pytest.mark.parametrize("source", ["hub", "lab"])
+def test_the_adapter_conditions_as_the_sdxl_pipeline_does(source, sdxl_base, xl_run):
     """The context the attacks use against `StableDiffusionXLPipeline.encode_prompt` and `_get_add_time_ids`
     (the pipeline's own code), and the latents against its VAE path: z = vae.encode(x).mode() * s, and
-    images = vae.decode(z / s)."""
+    images = vae.decode(z / s); on SDXL base's folder layout and on the lab's own SDXL target."""
     from diffusers import StableDiffusionXLPipeline
 
-    run, _ = xl_run
-    folder = run / "epoch_0002"
-    target = load_target(folder)
-    pipe = StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True)
+    folder = sdxl_base if source == "hub" else xl_run[0] / "epoch_0002"
+    target = load_pipeline(folder)
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True).to(torch.float32)
+    side = target.image_shape[1]
+    channels = target.image_shape[0]
     prompts = ["a handwritten digit seven", "a handwritten digit one"]
     with torch.no_grad():
         c, pooled, time_ids = target.family.embed(target, prompts)
         embeds, negative, pooled_ref, negative_pooled = pipe.encode_prompt(
             prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True
         )
-        side = 16
         ids_ref = pipe._get_add_time_ids(
             (side, side),
             (0, 0),
@@ -77,7 +86,7 @@ def test_the_adapter_conditions_as_the_sdxl_pipeline_does(xl_run):
     torch.testing.assert_close(empty[0], negative[:1])
     torch.testing.assert_close(empty[1], negative_pooled[:1])
     # the latents that reach the UNet, and back
-    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    x = torch.rand(2, channels, side, side) * 2 - 1
     with torch.no_grad():
         z = target.family.to_latent(target.autoencoder, x)
         s = pipe.vae.config.scaling_factor
@@ -163,7 +172,8 @@ def test_an_sdxl_folder_with_mismatched_parts_is_one_error_line(xl_run, tmp_path
     assert not (tmp_path / "o").exists()
 
 
-def test_an_sdxl_target_fine_tunes_keeping_its_scheduler_and_prediction_type(xl_run, tmp_path):
+@pytest.mark.parametrize("lora", [None, "{rank: 2, alpha: 2}"])
+def test_an_sdxl_target_fine_tunes_keeping_its_scheduler_and_prediction_type(xl_run, tmp_path, lora):
     """Fine-tuning starts from a local SDXL folder: its UNet, VAE, both text encoders, tokenizers and
     scheduler class come with it (here an Euler scheduler predicting v, as many SDXL fine-tunes do)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
@@ -177,7 +187,8 @@ def test_an_sdxl_target_fine_tunes_keeping_its_scheduler_and_prediction_type(xl_
     pipe.save_pretrained(base)
     work = tmp_path / "work"
     work.mkdir()
-    out, _ = fit_tiny(work, f"--model.init_args.pretrained={base}", "--trainer.max_epochs=1", config=XL_CONFIG)
+    extra = ["--model.init_args.lora", lora] if lora else []
+    out, _ = fit_tiny(work, f"--model.init_args.pretrained={base}", "--trainer.max_epochs=1", *extra, config=XL_CONFIG)
     export = out / "epoch_0001"
     index = json.loads((export / "model_index.json").read_text())
     assert index["scheduler"] == ["diffusers", "EulerDiscreteScheduler"]
