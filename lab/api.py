@@ -52,7 +52,7 @@ def evaluate(
     """(metrics table, scores table) of `attacks` on `pipeline` with the given members and non-members."""
     check_number("batch_size", batch_size, minimum=1, integer=True)
     check_number("bootstrap", bootstrap, minimum=1, integer=True)
-    parts = ("unet", "vqvae", "vae", "text_encoder")
+    parts = ("unet", "vqvae", "vae", "text_encoder", "text_encoder_2")
     modules = [m for m in (getattr(pipeline, name, None) for name in parts) if isinstance(m, torch.nn.Module)]
     modes = [(sub, sub.training) for m in modules for sub in m.modules()]
     grads = [(p, p.requires_grad) for m in modules for p in m.parameters()]

@@ -162,3 +162,24 @@ def test_an_epsilon_target_is_computed_exactly_as_before(unet, x0):
         assert torch.equal(attack.eps(x0, 100), raw)
         assert torch.equal(attack.error(x0, 100, x0, e), raw - e)
         assert torch.equal(attack.error(x0, 100, x0, e), attack.eps(x0, 100) - e)
+
+
+@pytest.mark.parametrize("family", ["pixel", "latent", "stable_diffusion", "sdxl"])
+def test_every_adapter_inverts_the_forward_process_for_each_prediction_type(family):
+    """Each adapter's conversions (`eps_from`, `x0_from`, `training_target`) against the identities above,
+    on the exact outputs of a perfect predictor: from x0 and e, form x_t, v, and what each kind outputs;
+    every conversion must give back e and x0 (and its own training target)."""
+    from lab.targets.families import family as adapter
+
+    fam = adapter(family)
+    g = torch.Generator().manual_seed(0)
+    x0, e = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    a = torch.tensor([0.9, 0.5, 0.1, 0.02]).view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * e
+    torch.testing.assert_close(fam.q_sample(x0, e, a), x_t)
+    v = a.sqrt() * e - (1 - a).sqrt() * x0
+    for kind, out in (("epsilon", e), ("v_prediction", v), ("sample", x0)):
+        torch.testing.assert_close(fam.eps_from(out, x_t, a, kind), e, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fam.x0_from(out, x_t, a, kind), x0, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fam.training_target(x0, e, a, kind), out)
+        assert fam.residual(out, x0, e, a, kind).abs().max() < 1e-5
