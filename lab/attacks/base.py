@@ -77,7 +77,7 @@ class Attack(pl.LightningModule):
             raise LabError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
         if self.text_to_image_only and not target.conditional:
             raise LabError(
-                f"{self.registry_name} needs a text-to-image target (a StableDiffusionPipeline):"
+                f"{self.registry_name} needs a text-to-image target (Stable Diffusion or SDXL):"
                 f" {self.text_to_image_only}"
             )
         if target.conditional and not self.conditional_ok:
