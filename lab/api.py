@@ -14,7 +14,8 @@ attack), with the scores table (one row per attack and example). The pipeline's 
 eval mode without gradients while scoring and restored afterwards.
 
 A text-to-image pipeline (`StableDiffusionPipeline`, `StableDiffusionXLPipeline`) needs captions:
-`member_captions` / `nonmember_captions` (one string per image) with tensors, or `captions="text"` (the metadata column) with folders;
+`member_captions` / `nonmember_captions` (one string per image) with tensors, or
+`captions="text"` (the metadata column) with folders;
 `conditions=("caption", "empty")` adds each attack with the empty prompt (`<attack>@empty`).
 """
 
