@@ -4,8 +4,9 @@
     python -m lab.attack --target checkpoints/ddpm_mnist --attacks '[loss, pia]'   # every exported epoch
     python -m lab.attack --target ~/models/ddpm-cifar10-32 --members train_imgs/ --nonmembers test_imgs/
 
-`--target` is a diffusers pipeline folder (`DDPMPipeline`, `DDIMPipeline` or `LDMPipeline`:
-the lab's exports or a pretrained model on local disk), or a run folder holding several. Ground
+`--target` is a diffusers pipeline folder of a family the lab has an adapter for (`lab.targets.families`:
+DDPM/DDIM, LDM, Stable Diffusion 1.x/2.x, SDXL; the lab's exports or a pretrained model on local disk),
+or a run folder holding several. Ground
 truth comes from the split file beside each target, `--split FILE`, or `--members DIR
 --nonmembers DIR` (every image in each folder; the split is written to `<out>/split.json`).
 Writes into `--out` (default: `<target>/attacks/`): `scores.csv` (one row per attack and

@@ -242,7 +242,11 @@ MUTANTS = {
         "    variant = weight_variant(path, index)\n",
         "    variant = None\n",
     ),
-    "fp16-not-upcast": ("lab/targets/load.py", "        module.to(torch.float32)\n", "        pass\n"),
+    "fp16-not-upcast": (
+        "lab/targets/load.py",
+        "            module.to(torch.float32)  #",
+        "            pass  #",
+    ),
     "ldm-default-scale": (
         "lab/targets/families/latent.py",
         'if not stated_scaling_factor(path / "vqvae"):',
@@ -282,8 +286,8 @@ MUTANTS = {
     ),
     "flat-layout-not-detected": (
         "lab/targets/families/pixel.py",
-        '        if not is_flat(path):\n            return super().load(path, index, options)\n',
-        '        if True:\n            return super().load(path, index, options)\n',
+        "        if not is_flat(path):\n            return super().load(path, index, options)\n",
+        "        if True:\n            return super().load(path, index, options)\n",
     ),
 }
 

@@ -183,6 +183,7 @@ def test_an_sdxl_target_fine_tunes_keeping_its_scheduler_and_prediction_type(xl_
     pipe.scheduler = EulerDiscreteScheduler.from_config(
         {**pipe.scheduler.config, "prediction_type": "v_prediction", "timestep_spacing": "leading"}
     )
+    pipe.register_to_config(force_zeros_for_empty_prompt=False)  # the base's own empty-prompt setting is kept
     base = tmp_path / "sdxl-base"
     pipe.save_pretrained(base)
     work = tmp_path / "work"
@@ -192,6 +193,7 @@ def test_an_sdxl_target_fine_tunes_keeping_its_scheduler_and_prediction_type(xl_
     export = out / "epoch_0001"
     index = json.loads((export / "model_index.json").read_text())
     assert index["scheduler"] == ["diffusers", "EulerDiscreteScheduler"]
+    assert index["force_zeros_for_empty_prompt"] is False
     target = load_target(export)
     assert target.prediction_type == "v_prediction" and target.family.name == "sdxl"
     tuned = dict(target.unet.named_parameters())

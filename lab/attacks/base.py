@@ -95,9 +95,9 @@ class Attack(pl.LightningModule):
         self.prediction_type = target.prediction_type
         if self.prediction_type not in PREDICTION_TYPES:
             raise LabError(f"the denoiser predicts {self.prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
-        self.register_buffer(
-            "alphas_cumprod", target.scheduler.alphas_cumprod.detach().clone().float(), persistent=False
-        )
+        # a plain attribute, not a buffer: a "16-true"/"bf16-true" Trainer converts buffers, and abar_t near 1
+        # rounds to 1 in 16 bits (no noise added, divisions by sqrt(1 - abar) = 0); the schedulers keep it in fp32
+        self._abars = {"cpu": target.scheduler.alphas_cumprod.detach().clone().float().cpu()}
         self.check_timesteps()
         return self
 
@@ -111,6 +111,12 @@ class Attack(pl.LightningModule):
             raise LabError(
                 f"{self.registry_name}: {what} {bad} are outside the target's schedule"
                 f" [0, {self.num_train_timesteps - 1}]"
+            )
+        zero = [t for t in timesteps if float(self.alphas_cumprod[t]) <= 0]
+        if zero:
+            raise LabError(
+                f"{self.registry_name}: {what} {zero} have abar_t = 0 (a zero-terminal-SNR schedule): x_t holds no"
+                " trace of x0 there; choose earlier timesteps"
             )
 
     @property
@@ -252,6 +258,14 @@ class Attack(pl.LightningModule):
         """One backward pass d loss / d params; counted once (call it per example)."""
         self._grads += 1
         return torch.autograd.grad(loss, params, retain_graph=retain_graph)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """The target's abar_t for t = 0..T-1, in float32 on the module's device."""
+        key = str(self.device)
+        if key not in self._abars:
+            self._abars[key] = self._abars["cpu"].to(self.device)
+        return self._abars[key]
 
     def abar(self, t: int | torch.Tensor) -> torch.Tensor:
         return self.alphas_cumprod[t]

@@ -106,16 +106,22 @@ def latent_channels(autoencoder) -> int:
 
 @contextmanager
 def upcast(autoencoder, x: torch.Tensor):
-    """Where the config says `force_upcast` (SDXL's VAE overflows in fp16), run it in float32: fp16 weights
-    are cast up (as the pipelines' `upcast_vae`) and fp16 autocast is off; yields x in the VAE's dtype."""
+    """Where the config says `force_upcast` (SDXL's VAE overflows in fp16; AutoencoderKL's default is true),
+    run it in float32: fp16 weights are cast up for the call and back after it (as SDXL's pipeline does)
+    and fp16 autocast is off; yields x in the VAE's dtype."""
     if not autoencoder.config.get("force_upcast", False):
         yield x
         return
-    if next(autoencoder.parameters()).dtype == torch.float16:
+    half_weights = next(autoencoder.parameters()).dtype == torch.float16
+    if half_weights:
         autoencoder.to(torch.float32)
     half = torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) == torch.float16
-    with torch.autocast(x.device.type, enabled=False) if half else nullcontext():
-        yield x.to(next(autoencoder.parameters()).dtype)
+    try:
+        with torch.autocast(x.device.type, enabled=False) if half else nullcontext():
+            yield x.to(next(autoencoder.parameters()).dtype)
+    finally:
+        if half_weights:
+            autoencoder.to(torch.float16)
 
 
 def encode(autoencoder, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ post-processing, so it keeps the guarantee.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -152,6 +153,9 @@ class PixelDDPM(pl.LightningModule):
             self.unet, self.scheduler, self.base_scheduler = load_pretrained_unet(
                 pretrained, self.clip_sample, (unet_channels, unet_size), prediction_type
             )
+            where, kind = f"model.pretrained {pretrained}", " or ".join(self.family.pipelines)
+            self.family.check_denoiser(self.unet, type(self.unet), where, kind)  # what its family's call feeds it
+            self.family.check_scheduler(self.base_scheduler, where)  # the scheduler exports keep
         else:
             self.unet = self.build_unet(unet_size, unet_channels)
             try:
@@ -377,7 +381,10 @@ def load_pretrained_unet(path: str, clip_sample: bool, shape: tuple[int, int], p
     folder = Path(path)
     unet_dir, scheduler_dir = (folder, folder) if is_flat(folder) else (folder / "unet", folder / "scheduler")
     try:
-        cls = UNet2DConditionModel if "UNet2DCondition" in (unet_dir / "config.json").read_text() else UNet2DModel
+        name = json.loads((unet_dir / "config.json").read_text()).get("_class_name")
+        cls = {"UNet2DConditionModel": UNet2DConditionModel, "UNet2DModel": UNet2DModel}.get(name)
+        if cls is None:
+            raise LabError(f"model.pretrained: {unet_dir / 'config.json'} names {name!r}, not a UNet the lab trains")
         with complete_weights(f"model.pretrained {path}"):
             unet = cls.from_pretrained(unet_dir, low_cpu_mem_usage=False, local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(scheduler_dir, local_files_only=True)

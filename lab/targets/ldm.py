@@ -24,7 +24,6 @@ from lab.targets.autoencoder import (
     STAGE_META,
     AutoencoderStage,
     downsampling,
-    encode,
     latent_channels,
     load_autoencoder,
     train_autoencoder,
@@ -124,11 +123,12 @@ class LatentDiffusion(PixelDDPM):
 
     @torch.no_grad()
     def encode(self, x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """s * E(x0), encoded once per member: the autoencoder is frozen and E deterministic
-        (encoding every step was ~40% of a training step of the study's latent target)."""
+        """The latents by the family's convention (s * E(x0), as attacks see them), encoded once per member:
+        the autoencoder is frozen and E deterministic (encoding every step was ~40% of a training step
+        of the study's latent target)."""
         todo = [i for i, r in enumerate(rows.tolist()) if r not in self._latents]
         if todo:
-            for i, z in zip(todo, encode(self.autoencoder, x0[todo])):
+            for i, z in zip(todo, self.family.to_latent(self.autoencoder, x0[todo])):
                 self._latents[int(rows[i])] = z
         return torch.stack([self._latents[r] for r in rows.tolist()])
 

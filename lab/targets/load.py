@@ -115,6 +115,7 @@ def load_pipeline(path: str | Path) -> Target:
     try:
         with complete_weights(path):
             pipe = family.load(path, index, options)  # never the Hub
+        upcast_and_check(pipe, path)  # under the quiet logger
     except LabError:
         raise
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for missing/corrupt/unsafe files
@@ -124,7 +125,6 @@ def load_pipeline(path: str | Path) -> Target:
         ) from None
     finally:
         diffusers_logging.set_verbosity(verbosity)
-    upcast_and_check(pipe, path)
     return family.target(pipe, path, read_meta(path))
 
 
@@ -158,7 +158,9 @@ def upcast_and_check(pipe, path: Path) -> None:
     for name, module in pipe.components.items():
         if not isinstance(module, torch.nn.Module):
             continue
-        module.to(torch.float32)
+        tensors = [*module.parameters(), *module.buffers()]
+        if any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors):
+            module.to(torch.float32)  # (load_pipeline silences diffusers' note on modules kept in float32)
         bad = next((n for n, p in module.named_parameters() if not torch.isfinite(p).all()), None)
         if bad is not None:
             raise LabError(f"{path / name}: weight {bad} holds inf or NaN (fp16 weights that overflowed?)")

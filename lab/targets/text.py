@@ -96,16 +96,16 @@ def build_text_encoder(
 def encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
     """(N, L, D) prompt embeddings, as `StableDiffusionPipeline.encode_prompt` computes them (no clip skip)."""
     device = next(text_encoder.parameters()).device
-    ids = tokenizer(
+    tokens = tokenizer(
         list(prompts),
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
-    ).input_ids
-    mask = None
+    )
+    ids, mask = tokens.input_ids, None
     if getattr(text_encoder.config, "use_attention_mask", False):  # as diffusers does for encoders that want one
-        mask = (ids != tokenizer.pad_token_id).long().to(device)
+        mask = tokens.attention_mask.to(device)
     return text_encoder(ids.to(device), attention_mask=mask)[0]
 
 

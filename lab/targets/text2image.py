@@ -175,6 +175,8 @@ class TextToImage(LatentDiffusion):
                 folder=Path(tempfile.mkdtemp(prefix="lab_tokenizer_")),
             )
 
+    dropped = ""  # what a dropped caption becomes: the empty prompt, embedded as Stable Diffusion's pipeline does
+
     def condition(self, rows: torch.Tensor) -> tuple:
         """Each member's caption context (the family's `embed`), or the empty prompt's with probability
         caption_dropout."""
@@ -182,8 +184,8 @@ class TextToImage(LatentDiffusion):
         p = self.hparams.caption_dropout
         if p > 0:
             drop = (torch.rand(len(captions)) < p).tolist()
-            captions = ["" if d else c for c, d in zip(captions, drop)]
-        todo = sorted({c for c in captions if c not in self._embedded})
+            captions = [self.dropped if d else c for c, d in zip(captions, drop)]
+        todo = sorted({c for c in captions if isinstance(c, str) and c not in self._embedded})
         if todo:  # the text encoders are frozen: each caption is embedded once per fit
             with torch.no_grad():
                 context = self.family.embed(self, todo)

@@ -23,6 +23,8 @@ from lab.errors import LabError, check_number
 from lab.targets.text import build_text_encoder
 from lab.targets.text2image import TextToImage, load_text_parts
 
+DROPPED = object()  # the key of a dropped caption's context (distinct from a caption that is "")
+
 
 class TextToImageXL(TextToImage):
     """Arguments as `TextToImage`, plus:
@@ -32,7 +34,7 @@ class TextToImageXL(TextToImage):
         projection_dim: width of its pooled `text_embeds`.
         addition_time_embed_dim: width of each of the 6 time ids' embedding in the UNet.
         force_zeros_for_empty_prompt: the unconditional context is zeros (SDXL base) rather than the
-            embedding of "".
+            embedding of "". None: the pretrained folder's own setting (model_index.json), else True.
     """
 
     family_name = "sdxl"
@@ -45,7 +47,7 @@ class TextToImageXL(TextToImage):
         text_heads_2: int = 2,
         projection_dim: int = 32,
         addition_time_embed_dim: int = 8,
-        force_zeros_for_empty_prompt: bool = True,
+        force_zeros_for_empty_prompt: bool | None = None,
         **kwargs,
     ):
         check_number("model.projection_dim", projection_dim, minimum=1, integer=True)
@@ -58,7 +60,9 @@ class TextToImageXL(TextToImage):
             "projection_dim": projection_dim,
             "addition_time_embed_dim": addition_time_embed_dim,
         }
-        self._force_zeros = force_zeros_for_empty_prompt
+        if force_zeros_for_empty_prompt is None:
+            force_zeros_for_empty_prompt = pretrained_force_zeros(kwargs.get("pretrained"))
+        self._force_zeros = bool(force_zeros_for_empty_prompt)
         super().__init__(*args, **kwargs)
 
     @property
@@ -129,13 +133,32 @@ class TextToImageXL(TextToImage):
         if self.tokenizer_2 is None:
             self.tokenizer_2 = self.tokenizer  # the lab's tokenizer feeds both encoders
 
+    dropped = DROPPED
+
     def condition(self, rows: torch.Tensor) -> tuple:
         """As `TextToImage`, with the dropped captions' context the pipeline's unconditional one (zeros with
-        force_zeros_for_empty_prompt)."""
-        if "" not in self._embedded:
+        force_zeros_for_empty_prompt); a caption that is itself "" is embedded, as the pipeline embeds it."""
+        if DROPPED not in self._embedded:
             with torch.no_grad():
-                self._embedded[""] = tuple(part[0] for part in self.family.unconditional(self))
+                self._embedded[DROPPED] = tuple(part[0] for part in self.family.unconditional(self))
         return super().condition(rows)
 
     def parts(self, unet) -> dict:
         return {**super().parts(unet), "text_encoder_2": self.text_encoder_2, "tokenizer_2": self.tokenizer_2}
+
+
+def pretrained_force_zeros(path: str | None) -> bool:
+    """A pretrained SDXL folder's `force_zeros_for_empty_prompt` (True, the pipeline's default, if unstated)."""
+    if path is None:
+        return True
+    from lab.targets.load import pipeline_index
+
+    try:
+        value = pipeline_index(path).get("force_zeros_for_empty_prompt", True)
+    except LabError as e:
+        raise LabError(f"model.pretrained: {e}") from None
+    if not isinstance(value, bool):
+        raise LabError(
+            f"model.pretrained: {path}/model_index.json: force_zeros_for_empty_prompt must be true or false"
+        )
+    return value

@@ -37,10 +37,6 @@ def family(name: str, **config) -> Family:
     return _class(name)(**config)
 
 
-def supported_pipelines() -> list[str]:
-    return [p for name in FAMILIES for p in _class(name).pipelines]
-
-
 def for_pipeline(kind, where) -> Family:
     """The adapter of pipeline class `kind` (a model_index.json `_class_name`), or one LabError naming the
     supported families and their pipelines."""

@@ -62,6 +62,9 @@ class Family:
         raise NotImplementedError
 
     def check_scheduler(self, scheduler, where) -> None:
+        """A DDPM-type discrete schedule the lab's forward process and conversions describe."""
+        if getattr(getattr(scheduler, "config", None), "get", None) is None:
+            raise LabError(f"{where}: the scheduler {type(scheduler).__name__} has no config")
         if not hasattr(scheduler, "alphas_cumprod"):
             raise LabError(
                 f"{where}: the scheduler {type(scheduler).__name__} has no alphas_cumprod (not a DDPM-type schedule)"
@@ -71,11 +74,40 @@ class Family:
             raise LabError(
                 f"{where}: the denoiser predicts {kind!r}; supported prediction types: {', '.join(PREDICTION_TYPES)}"
             )
+        if scheduler.config.get("timestep_type", "discrete") != "discrete":
+            raise LabError(
+                f"{where}: the scheduler feeds the denoiser {scheduler.config.get('timestep_type')!r} timesteps "
+                "(an EDM-style model); the lab's families call it on the discrete steps 0..T-1"
+            )
 
-    @staticmethod
-    def check_denoiser(unet, cls, where, kind: str) -> None:
+    added_conditioning: str | None = None  # the UNet's `addition_embed_type` this family feeds (SDXL: text_time)
+
+    def check_denoiser(self, unet, cls, where, kind: str) -> None:
+        """One LabError unless `unet` is a `cls` whose call this family makes: no class labels, no inputs it
+        does not feed, and an output the size of its input (not a learned-variance split)."""
         if not isinstance(unet, cls):
             raise LabError(f"{where}: the denoiser is a {type(unet).__name__}; a {kind} needs a {cls.__name__}")
+        config = unet.config
+        if config.get("class_embed_type") is not None or config.get("num_class_embeds") is not None:
+            raise LabError(
+                f"{where}: the denoiser is class-conditional (class_embed_type {config.get('class_embed_type')!r},"
+                f" num_class_embeds {config.get('num_class_embeds')!r}); a {kind} passes no class labels"
+            )
+        if config.get("addition_embed_type") != self.added_conditioning:
+            raise LabError(
+                f"{where}: the UNet's addition_embed_type is {config.get('addition_embed_type')!r} but a {kind} "
+                f"feeds {self.added_conditioning!r}"
+            )
+        if config.get("encoder_hid_dim_type") is not None:
+            raise LabError(
+                f"{where}: the UNet projects its encoder states first (encoder_hid_dim_type "
+                f"{config.get('encoder_hid_dim_type')!r}); a {kind} passes the text encoder's states as they are"
+            )
+        if config.get("out_channels", config.get("in_channels")) != config.get("in_channels"):
+            raise LabError(
+                f"{where}: the UNet outputs {config.get('out_channels')} channels for {config.get('in_channels')} "
+                "input channels (a learned-variance model?); the lab reads the output as one prediction"
+            )
 
     # --- the denoiser --------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ class StableDiffusionXLFamily(Family):
     name = "sdxl"
     pipelines = ("StableDiffusionXLPipeline",)
     conditional = True
+    added_conditioning = "text_time"
 
     def __init__(self, force_zeros_for_empty_prompt: bool = True):
         self.force_zeros = bool(force_zeros_for_empty_prompt)
