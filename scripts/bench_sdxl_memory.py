@@ -69,7 +69,7 @@ def build(max_length: int = 77):
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=UNet2DConditionModel(**plain(SDXL_UNET)),
-        scheduler=EulerDiscreteScheduler(**plain(SDXL_SCHEDULER)),
+        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
