@@ -57,6 +57,7 @@ def evaluate(
     modules = [m for m in (getattr(pipeline, name, None) for name in parts) if isinstance(m, torch.nn.Module)]
     modes = [(sub, sub.training) for m in modules for sub in m.modules()]
     grads = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    tensors = [(t, t.dtype) for m in modules for t in (*m.parameters(), *m.buffers())]
     try:
         return _evaluate(
             pipeline,
@@ -74,6 +75,11 @@ def evaluate(
     finally:  # the caller's pipeline as it was given (loading a target sets eval mode and freezes it)
         for sub, training in modes:
             sub.training = training
+        # and in its own dtypes: a Trainer precision of "16-true"/"bf16-true" converts the modules it scores,
+        # possibly under inference mode (which leaves inference tensors that refuse requires_grad)
+        for t, dtype in tensors:
+            if t.dtype != dtype or t.is_inference():
+                t.data = t.data.to(dtype).clone()
         for p, g in grads:
             p.requires_grad_(g)
 

@@ -78,3 +78,37 @@ def test_the_noise_schedule_stays_float32_under_a_true_16_bit_trainer(dtype):
     assert attack.alphas_cumprod.dtype == torch.float32
     assert float(1 - attack.abar(1)) > 0
     torch.testing.assert_close(attack.alphas_cumprod, target.scheduler.alphas_cumprod.float())
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_an_sdxl_pipeline_is_attacked_in_true_16_bit_precision_and_given_back_as_it_was(precision, tmp_path):
+    """Weights in 16 bits (what fits SDXL at 1024x1024 on one GPU): finite scores ranked as in float32,
+    the force_upcast VAE run in float32, and the caller's pipeline handed back in its own dtype."""
+    from diffusers import StableDiffusionXLPipeline
+    from helpers.hub_folders import build_hub_folder
+    from scipy.stats import spearmanr
+
+    import lab
+
+    folder = build_hub_folder("stabilityai/stable-diffusion-xl-base-1.0", tmp_path)
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True).to(torch.float32)
+    g = torch.Generator().manual_seed(0)
+    members, held = (torch.rand(4, 3, 128, 128, generator=g) * 2 - 1 for _ in range(2))
+    captions = dict(member_captions=["a face"] * 4, nonmember_captions=["a cat"] * 4)
+    scores = {}
+    for p in ("32-true", precision):
+        _, table = lab.evaluate(
+            pipe,
+            members,
+            held,
+            attacks={"loss": {"timesteps": [1, 100], "num_noise": 1}},
+            bootstrap=5,
+            trainer={"accelerator": "cpu", "precision": p},
+            **captions,
+        )
+        scores[p] = table.sort_values("id").score.to_numpy()
+        parts = (pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2)
+        assert {t.dtype for m in parts for t in m.parameters()} == {torch.float32}
+        assert not any(t.is_inference() for m in parts for t in m.parameters())
+    assert torch.isfinite(torch.tensor(scores[precision])).all()
+    assert spearmanr(scores["32-true"], scores[precision]).statistic > 0.9
