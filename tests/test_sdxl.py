@@ -25,9 +25,7 @@ XL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "text2image_xl_tin
 @pytest.fixture(scope="module")
 def xl_run(tmp_path_factory):
     # 16 members and 16 non-members (the config's are 32 each): every conditional attack runs on it twice
-    return fit_tiny(
-        tmp_path_factory.mktemp("xl"), "--data.members", "16", "--data.nonmembers", "16", config=XL_CONFIG
-    )
+    return fit_tiny(tmp_path_factory.mktemp("xl"), "--data.members", "16", "--data.nonmembers", "16", config=XL_CONFIG)
 
 
 def test_fit_exports_an_sdxl_pipeline_that_diffusers_samples_from_offline(xl_run):
