@@ -280,14 +280,15 @@ MUTANTS = {
         'added = {"text_embeds": pooled, "time_ids": time_ids * 0}',
     ),
     "finetune-drops-base-scheduler": (
-        "lab/targets/ddpm.py",
-        "return self.base_scheduler if self.base_scheduler is not None else self.scheduler",
-        "return self.scheduler",
+        "lab/targets/text2image.py",
+        "        if self.base_scheduler is not None:\n            return self.base_scheduler\n"
+        "        return DDIMScheduler.from_config(self.scheduler.config, steps_offset=1)",
+        "        return DDIMScheduler.from_config(self.scheduler.config, steps_offset=1)",
     ),
-    "flat-layout-not-detected": (
-        "lab/targets/families/pixel.py",
-        "        if not is_flat(path):\n            return super().load(path, index, options)\n",
-        "        if True:\n            return super().load(path, index, options)\n",
+    "flat-layout-not-fine-tuned": (
+        "lab/targets/ddpm.py",
+        "(folder, folder) if is_flat(folder) else",
+        "(folder, folder) if False else",
     ),
 }
 
