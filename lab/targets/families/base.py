@@ -39,7 +39,12 @@ import torch
 
 from lab.errors import LabError
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what a DDPM-type scheduler's model output can be
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+FROZEN = (
+    "autoencoder",
+    "text_encoder",
+    "text_encoder_2",
+)  # modules a Target holds in eval mode, without gradients  # what a DDPM-type scheduler's model output can be
 
 
 class Family:
@@ -60,6 +65,22 @@ class Family:
     def target(self, pipe, path: Path | None = None, meta: dict | None = None):
         """The loaded pipeline as a checked `Target` (without a split)."""
         raise NotImplementedError
+
+    def make_target(self, path, meta, unet, scheduler, **parts):
+        """The checked parts as a frozen `Target` of this family, without a split."""
+        from lab.targets.target import Target
+
+        frozen = {k: v.eval().requires_grad_(False) if k in FROZEN else v for k, v in parts.items()}
+        return Target(
+            unet=unet.eval().requires_grad_(False),
+            scheduler=scheduler,
+            split=None,
+            split_path=None,
+            path=path,
+            meta=meta or {},
+            family=self,
+            **frozen,
+        )
 
     def check_scheduler(self, scheduler, where) -> None:
         """A DDPM-type discrete schedule the lab's forward process and conversions describe."""

@@ -58,23 +58,12 @@ class LatentFamily(Family):
     def target(self, pipe, path=None, meta=None):
         from diffusers import UNet2DModel
 
-        from lab.targets.target import Target
-
         where = path or type(pipe).__name__
         unet, scheduler, autoencoder = (getattr(pipe, k, None) for k in ("unet", "scheduler", "vqvae"))
         self.check_denoiser(unet, UNet2DModel, where, type(pipe).__name__)
         self.check_scheduler(scheduler, where)
         check_autoencoder(autoencoder, unet, where)
-        return Target(
-            unet=unet.eval().requires_grad_(False),
-            scheduler=scheduler,
-            split=None,
-            split_path=None,
-            path=path,
-            meta=meta or {},
-            autoencoder=autoencoder.eval().requires_grad_(False),
-            family=self,
-        )
+        return self.make_target(path, meta, unet, scheduler, autoencoder=autoencoder)
 
     def pipeline(self, unet, scheduler, autoencoder, **_):
         from diffusers import LDMPipeline

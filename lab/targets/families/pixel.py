@@ -46,21 +46,11 @@ class PixelFamily(Family):
     def target(self, pipe, path=None, meta=None):
         from diffusers import UNet2DModel
 
-        from lab.targets.target import Target
-
         where = path or type(pipe).__name__
         unet, scheduler = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
         self.check_denoiser(unet, UNet2DModel, where, type(pipe).__name__)
         self.check_scheduler(scheduler, where)
-        return Target(
-            unet=unet.eval().requires_grad_(False),
-            scheduler=scheduler,
-            split=None,
-            split_path=None,
-            path=path,
-            meta=meta or {},
-            family=self,
-        )
+        return self.make_target(path, meta, unet, scheduler)
 
     def pipeline(self, unet, scheduler, **_):
         from diffusers import DDPMPipeline

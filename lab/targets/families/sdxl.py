@@ -77,8 +77,6 @@ class StableDiffusionXLFamily(Family):
     def target(self, pipe, path=None, meta=None):
         from diffusers import UNet2DConditionModel
 
-        from lab.targets.target import Target
-
         where = path or type(pipe).__name__
         unet, scheduler, vae = (getattr(pipe, k, None) for k in ("unet", "scheduler", "vae"))
         self.check_denoiser(unet, UNet2DConditionModel, where, type(pipe).__name__)
@@ -93,19 +91,16 @@ class StableDiffusionXLFamily(Family):
         check_conditioning(unet, text_encoder, text_encoder_2, where)
         check_autoencoder(vae, unet, where)
         self.force_zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
-        return Target(
-            unet=unet.eval().requires_grad_(False),
-            scheduler=scheduler,
-            split=None,
-            split_path=None,
-            path=path,
-            meta=meta or {},
-            autoencoder=vae.eval().requires_grad_(False),
+        return self.make_target(
+            path,
+            meta,
+            unet,
+            scheduler,
+            autoencoder=vae,
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             text_encoder_2=text_encoder_2,
             tokenizer_2=tokenizer_2,
-            family=self,
         )
 
     def denoise(self, unet, x_t, t, context=None):

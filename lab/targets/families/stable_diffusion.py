@@ -57,7 +57,6 @@ class StableDiffusionFamily(Family):
     def target(self, pipe, path=None, meta=None):
         from diffusers import UNet2DConditionModel
 
-        from lab.targets.target import Target
         from lab.targets.text import check_text_encoder
 
         where = path or type(pipe).__name__
@@ -67,17 +66,8 @@ class StableDiffusionFamily(Family):
         text_encoder, tokenizer = text_parts(pipe, where)
         check_text_encoder(unet, text_encoder, where)
         check_autoencoder(vae, unet, where)
-        return Target(
-            unet=unet.eval().requires_grad_(False),
-            scheduler=scheduler,
-            split=None,
-            split_path=None,
-            path=path,
-            meta=meta or {},
-            autoencoder=vae.eval().requires_grad_(False),
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            family=self,
+        return self.make_target(
+            path, meta, unet, scheduler, autoencoder=vae, text_encoder=text_encoder, tokenizer=tokenizer
         )
 
     def denoise(self, unet, x_t, t, context=None):
